@@ -1,0 +1,302 @@
+//! The container engine port: what Marvin asks of Docker.
+//!
+//! The port executes; it decides nothing (the planner decides). Everything it
+//! creates carries the labels of DESIGN.md §5. The real implementation is
+//! `DockerEngine` (bollard; the local socket or `DOCKER_HOST`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Label: the project an object belongs to.
+pub const LABEL_PROJECT: &str = "io.marvin.project";
+/// Label: the environment a container, network or volume belongs to.
+pub const LABEL_ENV: &str = "io.marvin.env";
+/// Label: the compose service.
+pub const LABEL_SERVICE: &str = "io.marvin.service";
+/// Label: the deploy key of a container (DESIGN.md §2).
+pub const LABEL_DEPLOY_KEY: &str = "io.marvin.deploy-key";
+/// Label: the full build key of an image, or of the image a container runs.
+pub const LABEL_BUILD_KEY: &str = "io.marvin.build-key";
+/// Label: the source commits (`repo=commit,...`).
+pub const LABEL_COMMITS: &str = "io.marvin.commits";
+/// Label: what a container is for: `service` or `task`.
+pub const LABEL_ROLE: &str = "io.marvin.role";
+
+/// A fully resolved container, as the planner wants it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ContainerSpec {
+    /// Container name: `<project>-<env>-<service>`.
+    pub name: String,
+    /// Image tag to run.
+    pub image: String,
+    /// Replaces the image's CMD.
+    pub command: Option<Vec<String>>,
+    /// Replaces the image's ENTRYPOINT.
+    pub entrypoint: Option<Vec<String>>,
+    /// The final environment, in order.
+    pub env: Vec<(String, String)>,
+    /// Labels, including Marvin's.
+    pub labels: BTreeMap<String, String>,
+    /// The environment's network: `marvin-<project>-<env>`.
+    pub network: String,
+    /// Names this container answers to on that network (service name, link aliases).
+    pub aliases: Vec<String>,
+    /// Published ports.
+    pub ports: Vec<PortBinding>,
+    /// Exposed (unpublished) ports, e.g. `8080` or `8080/udp`.
+    pub expose: Vec<String>,
+    /// Volumes and bind mounts.
+    pub volumes: Vec<Mount>,
+    /// Health check, if the service has one.
+    pub healthcheck: Option<Health>,
+    /// Restart policy (`no`, `always`, `on-failure`, `unless-stopped`).
+    pub restart: Option<String>,
+    /// Working directory inside the container.
+    pub working_dir: Option<String>,
+    /// User to run as.
+    pub user: Option<String>,
+    /// CPU limit in billionths of a CPU.
+    pub nano_cpus: Option<i64>,
+    /// Memory limit in bytes.
+    pub memory_bytes: Option<i64>,
+}
+
+/// A published port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortBinding {
+    /// Host address to bind, if not all.
+    pub host_ip: Option<String>,
+    /// Host port; `None` lets the engine choose.
+    pub host_port: Option<u16>,
+    /// Port inside the container.
+    pub container_port: u16,
+    /// `tcp` or `udp`.
+    pub protocol: String,
+}
+
+/// Something mounted into a container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Mount {
+    /// A named volume (already prefixed per environment).
+    Named {
+        /// Volume name.
+        name: String,
+        /// Path inside the container.
+        target: String,
+        /// Mounted read-only.
+        read_only: bool,
+    },
+    /// A host path.
+    Bind {
+        /// Host path.
+        source: String,
+        /// Path inside the container.
+        target: String,
+        /// Mounted read-only.
+        read_only: bool,
+    },
+    /// An anonymous volume at a path.
+    Anonymous {
+        /// Path inside the container.
+        target: String,
+    },
+}
+
+/// A container health check, durations in nanoseconds as the engine wants them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// `["CMD", ...]`, `["CMD-SHELL", "..."]` or `["NONE"]`.
+    pub test: Vec<String>,
+    /// Time between checks.
+    pub interval_ns: Option<i64>,
+    /// Time one check may take.
+    pub timeout_ns: Option<i64>,
+    /// Grace period after start.
+    pub start_period_ns: Option<i64>,
+    /// Failures before unhealthy.
+    pub retries: Option<i64>,
+}
+
+/// What to build.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BuildRequest {
+    /// The tag to give the image.
+    pub tag: String,
+    /// Path of the Dockerfile inside the context tar.
+    pub dockerfile: String,
+    /// The build context as a tar archive.
+    pub context_tar: Vec<u8>,
+    /// Build arguments.
+    pub build_args: BTreeMap<String, String>,
+    /// Target stage.
+    pub target: Option<String>,
+    /// Target platform.
+    pub platform: Option<String>,
+    /// Labels for the image.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The state of a container as the engine reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ContainerState {
+    /// Created but never started.
+    Created,
+    /// Running.
+    Running,
+    /// Paused.
+    Paused,
+    /// Restarting after an exit.
+    Restarting,
+    /// Exited with a code.
+    Exited {
+        /// The exit code.
+        code: i64,
+    },
+    /// Being removed, dead, or a state this version does not know.
+    Other(String),
+}
+
+/// A container's health as the engine reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HealthState {
+    /// Within the start period, or no check has passed yet.
+    Starting,
+    /// The last checks passed.
+    Healthy,
+    /// The check failed `retries` times.
+    Unhealthy,
+}
+
+/// A container the engine has.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ObservedContainer {
+    /// Container id.
+    pub id: String,
+    /// Name, without the leading `/`.
+    pub name: String,
+    /// The `io.marvin.service` label, or empty.
+    pub service: String,
+    /// All labels.
+    pub labels: BTreeMap<String, String>,
+    /// The image it was created from (as named at creation).
+    pub image: String,
+    /// Its state.
+    pub state: ContainerState,
+    /// Its health, when it has a check.
+    pub health: Option<HealthState>,
+    /// How often the engine restarted it.
+    pub restart_count: i64,
+}
+
+impl ObservedContainer {
+    /// The deploy key it was created with.
+    pub fn deploy_key(&self) -> Option<&str> {
+        self.labels.get(LABEL_DEPLOY_KEY).map(String::as_str)
+    }
+}
+
+/// Something the engine could not do, in words a user understands.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The engine does not answer.
+    #[error("cannot reach the Docker engine at {host}: {cause}")]
+    Unreachable {
+        /// Where we looked (socket path or `DOCKER_HOST`).
+        host: String,
+        /// Why it failed.
+        cause: String,
+    },
+    /// An image build failed.
+    #[error("building {tag} failed:\n{}", last_lines.join("\n"))]
+    BuildFailed {
+        /// The tag being built.
+        tag: String,
+        /// The last lines of the build log.
+        last_lines: Vec<String>,
+    },
+    /// A container did not become running/healthy.
+    #[error("container {container} did not come up ({state}):\n{}", last_lines.join("\n"))]
+    NotReady {
+        /// Container name.
+        container: String,
+        /// The state it ended in (`exited (1)`, `unhealthy`, `timed out after 60s starting`).
+        state: String,
+        /// The last lines of its log.
+        last_lines: Vec<String>,
+    },
+    /// A required file or image is missing on this machine.
+    #[error("{0}")]
+    Missing(String),
+    /// Any other refusal from the engine.
+    #[error("Docker engine: {0}")]
+    Api(String),
+}
+
+/// The container engine (DESIGN.md §6). One real implementation: bollard.
+#[async_trait::async_trait]
+pub trait Engine: Send + Sync {
+    /// Whether the engine answers.
+    async fn ping(&self) -> Result<(), EngineError>;
+    /// Build keys of the images present for a project (their `io.marvin.build-key` labels).
+    async fn image_keys(&self, project: &str) -> Result<BTreeSet<String>, EngineError>;
+    /// Whether an image with this tag exists.
+    async fn image_exists(&self, tag: &str) -> Result<bool, EngineError>;
+    /// Give an existing image (by tag or id) another tag.
+    async fn tag_image(&self, source: &str, tag: &str) -> Result<(), EngineError>;
+    /// Build from a tar context; each output line goes to `log`. Returns the image id.
+    async fn build_image(
+        &self,
+        req: BuildRequest,
+        log: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<String, EngineError>;
+    /// Remove an image by tag.
+    async fn remove_image(&self, tag: &str) -> Result<(), EngineError>;
+    /// Create a network if absent.
+    async fn ensure_network(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), EngineError>;
+    /// Remove a network if present.
+    async fn remove_network(&self, name: &str) -> Result<(), EngineError>;
+    /// Create a named volume if absent.
+    async fn ensure_volume(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), EngineError>;
+    /// Containers carrying every given label, running or not.
+    async fn list_containers(
+        &self,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<Vec<ObservedContainer>, EngineError>;
+    /// One container by name or id.
+    async fn inspect_container(
+        &self,
+        name_or_id: &str,
+    ) -> Result<Option<ObservedContainer>, EngineError>;
+    /// Create and start a container; returns its id.
+    async fn run_container(&self, spec: &ContainerSpec) -> Result<String, EngineError>;
+    /// Stop a container (SIGTERM, then SIGKILL after the timeout).
+    async fn stop_container(&self, id: &str, timeout_s: i64) -> Result<(), EngineError>;
+    /// Start a stopped container.
+    async fn start_container(&self, id: &str) -> Result<(), EngineError>;
+    /// Rename a container.
+    async fn rename_container(&self, id: &str, new_name: &str) -> Result<(), EngineError>;
+    /// Remove a container (forced, with its anonymous volumes).
+    async fn remove_container(&self, id: &str) -> Result<(), EngineError>;
+    /// Wait until running (or healthy when it has a check), under a timeout.
+    async fn wait_ready(&self, id: &str, timeout: Duration) -> Result<(), EngineError>;
+    /// Run a one-off container to completion, streaming its output; returns the exit code. Removes it after.
+    async fn run_to_completion(
+        &self,
+        spec: &ContainerSpec,
+        log: &(dyn Fn(&str) + Send + Sync),
+    ) -> Result<i64, EngineError>;
+    /// The last `tail` lines of a container's log.
+    async fn logs(&self, id: &str, tail: usize) -> Result<Vec<String>, EngineError>;
+    /// Remove everything carrying these labels: containers, networks, volumes, images.
+    async fn remove_labelled(&self, labels: &BTreeMap<String, String>) -> Result<(), EngineError>;
+}

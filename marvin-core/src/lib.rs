@@ -1,0 +1,21 @@
+//! Marvin's library: everything Marvin knows and does.
+//!
+//! Front ends (CLI, Slack, Telegram, web, Python) call into this crate; it
+//! never imports a front end. The decision-making parts are pure (no I/O, no
+//! clock): [`config`], [`compose`], [`keys`], [`plan`], [`desired`],
+//! [`dockerfile`], [`suggest`]. The I/O sits behind small ports:
+//! [`source`] (git via gix), [`engine`] (Docker via bollard), [`store`]
+//! (SQLite).
+
+pub mod compose;
+pub mod config;
+pub mod desired;
+pub mod dockerfile;
+pub mod duration;
+pub mod engine;
+pub mod keys;
+pub mod plan;
+pub mod source;
+pub mod store;
+pub mod suggest;
+pub mod yaml;

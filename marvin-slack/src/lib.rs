@@ -1,0 +1,1 @@
+//! marvin-slack front end.

@@ -1,0 +1,1 @@
+//! marvin-telegram front end.

@@ -1,0 +1,1 @@
+//! marvin-web front end.
