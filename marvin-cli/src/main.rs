@@ -1,1 +1,247 @@
-fn main() {}
+//! `marvin`: the console front end. Flags and glue only; everything it does
+//! is in marvin-core.
+
+mod console;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use marvin_core::engine::DockerEngine;
+use marvin_core::marvin::{DATA_DIR_ENV, Marvin, PlanOptions, find_config};
+use marvin_core::report;
+use marvin_core::runtime::JobKind;
+
+/// Marvin: ChatOps build-and-deploy for docker-compose microservices.
+///
+/// Start with `marvin demo`: it creates a demo project, builds and deploys
+/// it on the local Docker engine, changes one service and builds again.
+#[derive(Parser)]
+#[command(name = "marvin", version, about, long_about)]
+struct Cli {
+    /// Path to marvin.yml (default: ./marvin.yml or the nearest parent's).
+    #[arg(short, long, global = true, env = "MARVIN_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory for mirrors and state (default: .marvin/ beside marvin.yml).
+    #[arg(long, global = true, env = DATA_DIR_ENV)]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a demo project, build and deploy it, change one service, build again.
+    Demo {
+        /// Where to create the demo project.
+        #[arg(default_value = "marvin-demo")]
+        dir: PathBuf,
+        /// Remove the demo's containers, networks, volumes and images, then exit.
+        #[arg(long)]
+        clean: bool,
+    },
+    /// Show what `build` would do: images to build or reuse, containers to change. Changes nothing.
+    Plan {
+        /// Environment name or alias.
+        env: String,
+        /// Only these services (repeatable).
+        #[arg(long = "service", short = 's')]
+        services: Vec<String>,
+        /// Plan a forced rebuild.
+        #[arg(long)]
+        force: bool,
+        /// Do not fetch; use the mirrors as they are.
+        #[arg(long)]
+        offline: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fetch, build what changed, deploy what changed.
+    Build {
+        /// Environment name or alias.
+        env: String,
+        /// Only these services (repeatable).
+        #[arg(long = "service", short = 's')]
+        services: Vec<String>,
+        /// Rebuild images even when their key is present.
+        #[arg(long)]
+        force: bool,
+        /// Print the job's summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// What runs in an environment, and its last job.
+    Status {
+        /// Environment name or alias.
+        env: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The log of a job (default: the last one) or of a service's container.
+    Logs {
+        /// Environment name or alias.
+        env: String,
+        /// A service name or a job number.
+        target: Option<String>,
+        /// Only the last N lines.
+        #[arg(long, default_value_t = 100)]
+        tail: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a task (a one-off container) in an environment.
+    Run {
+        /// Environment name or alias.
+        env: String,
+        /// Task name from marvin.yml.
+        task: String,
+        /// Arguments appended to the task's command.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+        /// Print the job's summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The last jobs of an environment.
+    History {
+        /// Environment name or alias.
+        env: String,
+        /// How many.
+        #[arg(default_value_t = 10)]
+        n: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Redeploy an earlier successful deployment (default: the one before the current).
+    Rollback {
+        /// Environment name or alias.
+        env: String,
+        /// The job whose deployment to restore.
+        job: Option<i64>,
+        /// Print the job's summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a running or queued job (default: the environment's running job).
+    Cancel {
+        /// Environment name or alias.
+        env: String,
+        /// The job.
+        job: Option<i64>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("marvin: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("marvin: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(cli: &Cli) -> anyhow::Result<Marvin> {
+    let config = match &cli.config {
+        Some(c) => c.clone(),
+        None => {
+            let cwd = std::env::current_dir().context("cannot read the current directory")?;
+            find_config(&cwd).with_context(|| {
+                format!(
+                    "no marvin.yml in {} or any parent directory; pass one with -c/--config, or try `marvin demo`",
+                    cwd.display()
+                )
+            })?
+        }
+    };
+    let marvin = Marvin::load(&config, cli.data_dir.clone())?;
+    Ok(match DockerEngine::connect() {
+        Ok(engine) => marvin.with_engine(Arc::new(engine)),
+        Err(_) => marvin,
+    })
+}
+
+fn job(kind: JobKind, env: &str) -> console::JobSpec {
+    console::JobSpec {
+        env: env.to_string(),
+        kind,
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::Demo { dir, clean } = &cli.command {
+        return console::demo(dir, *clean).await;
+    }
+    let marvin = load(&cli)?;
+    match cli.command {
+        Command::Demo { .. } => unreachable!("handled above"),
+        Command::Plan {
+            env,
+            services,
+            force,
+            offline,
+            json,
+        } => {
+            let plan = marvin
+                .plan(
+                    &env,
+                    &PlanOptions {
+                        services,
+                        force,
+                        offline,
+                    },
+                )
+                .await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report::PlanJson::from(&plan))?
+                );
+            } else {
+                print!("{}", report::plan_text(&plan));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Build {
+            env,
+            services,
+            force,
+            json,
+        } => console::run_job(marvin, job(JobKind::Build { services, force }, &env), json).await,
+        Command::Run {
+            env,
+            task,
+            args,
+            json,
+        } => console::run_job(marvin, job(JobKind::Run { task, args }, &env), json).await,
+        Command::Rollback { env, job: j, json } => {
+            console::run_job(marvin, job(JobKind::Rollback { job: j }, &env), json).await
+        }
+        Command::Status { env, json } => console::status(marvin, &env, json).await,
+        Command::Logs {
+            env,
+            target,
+            tail,
+            json,
+        } => console::logs(marvin, &env, target, tail, json).await,
+        Command::History { env, n, json } => console::history(marvin, &env, n, json),
+        Command::Cancel { env, job: j, json } => console::cancel(marvin, &env, j, json),
+    }
+}

@@ -9,12 +9,17 @@
 
 pub mod compose;
 pub mod config;
+pub mod demo;
 pub mod desired;
 pub mod dockerfile;
 pub mod duration;
 pub mod engine;
 pub mod keys;
+pub mod marvin;
 pub mod plan;
+pub mod report;
+pub mod resolve;
+pub mod runtime;
 pub mod source;
 pub mod store;
 pub mod suggest;

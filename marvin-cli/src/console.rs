@@ -1,0 +1,396 @@
+//! The console: runs jobs in this process with live progress, and reads state.
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use marvin_core::demo;
+use marvin_core::engine::{DockerEngine, Engine, LABEL_ENV, LABEL_PROJECT, ensure_busybox_image};
+use marvin_core::marvin::Marvin;
+use marvin_core::report;
+use marvin_core::runtime::{
+    Clock, EventKind, JobKind, JobRequest, JobSummary, Runtime, SystemClock,
+};
+use marvin_core::store::{JobState, Store};
+
+/// A job to run from the console.
+pub struct JobSpec {
+    /// Environment name or alias.
+    pub env: String,
+    /// What to do.
+    pub kind: JobKind,
+}
+
+/// The console's identity: `local:$USER`.
+pub fn identity() -> String {
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("USERNAME"))
+        .unwrap_or_else(|_| "someone".into());
+    format!("local:{user}")
+}
+
+fn engine_of(marvin: &Marvin) -> anyhow::Result<Arc<dyn Engine>> {
+    marvin.engine.clone().context(
+        "no Docker engine: cannot connect to the local socket or DOCKER_HOST; start dockerd or set DOCKER_HOST",
+    )
+}
+
+fn open_runtime(marvin: Marvin) -> anyhow::Result<Runtime> {
+    let engine = engine_of(&marvin)?;
+    let store = Store::open_in(&marvin.data_dir)?;
+    Ok(Runtime::new(marvin, engine, store, Arc::new(SystemClock))?)
+}
+
+/// Run one job with a live status line; print its summary. Exit code 0 on success.
+pub async fn run_job(marvin: Marvin, spec: JobSpec, json: bool) -> anyhow::Result<ExitCode> {
+    let runtime = open_runtime(marvin)?;
+    let summary = run_with_progress(&runtime, spec, !json).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print!("{}", report::summary_text(&summary));
+    }
+    Ok(if summary.state == Some(JobState::Succeeded) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Submit a job and show its progress on stderr until it ends. Ctrl-C cancels it cleanly.
+pub async fn run_with_progress(
+    runtime: &Runtime,
+    spec: JobSpec,
+    show: bool,
+) -> anyhow::Result<JobSummary> {
+    let mut events = runtime.subscribe();
+    let handle = runtime.submit(JobRequest {
+        env: spec.env,
+        kind: spec.kind,
+        who: identity(),
+        origin: "console".into(),
+        trigger: "person".into(),
+    })?;
+    let id = handle.id;
+    let tty = std::io::stderr().is_terminal();
+    let started = Instant::now();
+    let mut step = String::from("queued");
+    let mut building: Vec<String> = Vec::new();
+    let wait = handle.wait();
+    tokio::pin!(wait);
+    let mut ticker = tokio::time::interval(std::time::Duration::from_millis(250));
+    let mut cancelled = false;
+    loop {
+        tokio::select! {
+            summary = &mut wait => {
+                if show && tty {
+                    eprint!("\r\x1b[K");
+                }
+                return Ok(summary);
+            }
+            _ = tokio::signal::ctrl_c(), if !cancelled => {
+                cancelled = true;
+                runtime.cancel(id);
+                if show { eprintln!("\rcancelling job #{id}…"); }
+            }
+            _ = ticker.tick() => {
+                if show && tty {
+                    let mut line = format!("⏳ #{id} {step} {:.0}s", started.elapsed().as_secs_f64());
+                    if !building.is_empty() {
+                        line.push_str(&format!(" · building {}", building.join(", ")));
+                    }
+                    eprint!("\r\x1b[K{line}");
+                    let _ = std::io::stderr().flush();
+                }
+            }
+            event = events.recv() => {
+                let Ok(event) = event else { continue };
+                if event.job != id || !show {
+                    continue;
+                }
+                let text = match event.kind {
+                    EventKind::Queued => Some(format!("job #{id} queued for {}", event.env)),
+                    EventKind::Started => Some(format!("job #{id} started")),
+                    EventKind::Step { step: s } => { step = s.clone(); Some(format!("· {s}")) }
+                    EventKind::BuildStarted { service } => { building.push(service.clone()); None }
+                    EventKind::Built { service, millis } => {
+                        building.retain(|s| s != &service);
+                        Some(format!("  built {service} in {}", marvin_core::duration::format(std::time::Duration::from_millis(millis))))
+                    }
+                    EventKind::Reused { service } => Some(format!("  reused {service}")),
+                    EventKind::Container { service, action } => Some(format!("  {action} {service}")),
+                    EventKind::Log { stream, line } if stream.starts_with("task:") => Some(format!("  | {line}")),
+                    _ => None,
+                };
+                if let Some(text) = text {
+                    if tty { eprint!("\r\x1b[K"); }
+                    eprintln!("{text}");
+                }
+            }
+        }
+    }
+}
+
+/// `marvin status ENV`: containers, lock, last job.
+pub async fn status(marvin: Marvin, env: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let environment = marvin.project.environment(env)?.clone();
+    let engine = engine_of(&marvin)?;
+    let labels = BTreeMap::from([
+        (LABEL_PROJECT.to_string(), marvin.project.name.clone()),
+        (LABEL_ENV.to_string(), environment.name.clone()),
+    ]);
+    let containers = engine.list_containers(&labels).await?;
+    let store = Store::open_in(&marvin.data_dir)?;
+    let now = SystemClock.now_ms();
+    let lock = store.current_lock(&marvin.project.name, &environment.name, now)?;
+    let last = store
+        .jobs(&marvin.project.name, Some(&environment.name), 1)?
+        .pop();
+    if json {
+        let value = serde_json::json!({
+            "environment": environment.name,
+            "containers": containers,
+            "lock": lock,
+            "last_job": last,
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{} ({})", environment.name, marvin.project.name);
+    if let Some(l) = &lock {
+        println!("  locked by {} — {}", l.holder, l.reason);
+    }
+    if containers.is_empty() {
+        println!(
+            "  nothing deployed yet; run `marvin build {}`",
+            environment.name
+        );
+    }
+    for c in &containers {
+        let health = c
+            .health
+            .map(|h| format!(" ({h:?})").to_lowercase())
+            .unwrap_or_default();
+        println!("  {:<20} {:?}{health}  {}", c.service, c.state, c.image);
+    }
+    if let Some(j) = last {
+        let when = j.finished_ms.or(j.started_ms).unwrap_or(j.created_ms);
+        println!(
+            "  last job: #{} {} {} — {} ({}s ago)",
+            j.id,
+            j.verb,
+            j.state.as_str(),
+            j.who,
+            (now - when) / 1000
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `marvin logs ENV [SERVICE|JOB]`.
+pub async fn logs(
+    marvin: Marvin,
+    env: &str,
+    target: Option<String>,
+    tail: usize,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let environment = marvin.project.environment(env)?.clone();
+    let store = Store::open_in(&marvin.data_dir)?;
+    let job_id = match &target {
+        Some(t) => t.trim_start_matches('#').parse::<i64>().ok(),
+        None => store
+            .jobs(&marvin.project.name, Some(&environment.name), 1)?
+            .first()
+            .map(|j| j.id),
+    };
+    let lines: Vec<String> = if let Some(id) = job_id {
+        let job = store
+            .job(id)?
+            .with_context(|| format!("there is no job #{id}"))?;
+        if job.env != environment.name {
+            bail!("job #{id} ran in {}, not {}", job.env, environment.name);
+        }
+        store
+            .logs(id, Some(tail))?
+            .into_iter()
+            .map(|l| format!("[{}] {}", l.stream, l.line))
+            .collect()
+    } else if let Some(service) = target {
+        let engine = engine_of(&marvin)?;
+        let name =
+            marvin_core::desired::container_name(&marvin.project.name, &environment.name, &service);
+        let c = engine.inspect_container(&name).await?.with_context(|| {
+            format!(
+                "service `{service}` has no container in {}; see `marvin status {}`",
+                environment.name, environment.name
+            )
+        })?;
+        engine.logs(&c.id, tail).await?
+    } else {
+        bail!(
+            "{} has no jobs yet; run `marvin build {}`",
+            environment.name,
+            environment.name
+        );
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&lines)?);
+    } else {
+        for l in lines {
+            println!("{l}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `marvin history ENV [N]`.
+pub fn history(marvin: Marvin, env: &str, n: usize, json: bool) -> anyhow::Result<ExitCode> {
+    let environment = marvin.project.environment(env)?.clone();
+    let store = Store::open_in(&marvin.data_dir)?;
+    let jobs = store.jobs(&marvin.project.name, Some(&environment.name), n)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&jobs)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if jobs.is_empty() {
+        println!("{} has no jobs yet", environment.name);
+    }
+    for j in jobs {
+        let took = match (j.started_ms, j.finished_ms) {
+            (Some(s), Some(f)) => marvin_core::duration::format(std::time::Duration::from_millis(
+                (f - s).max(0) as u64,
+            )),
+            _ => "-".into(),
+        };
+        println!(
+            "#{:<5} {:<10} {:<12} {:<8} {} {}",
+            j.id,
+            j.state.as_str(),
+            j.who,
+            took,
+            j.verb,
+            j.args.join(" ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `marvin cancel ENV [JOB]`: ask the process running the job to stop it.
+pub fn cancel(marvin: Marvin, env: &str, job: Option<i64>, json: bool) -> anyhow::Result<ExitCode> {
+    let environment = marvin.project.environment(env)?.clone();
+    let store = Store::open_in(&marvin.data_dir)?;
+    let active = store.active_jobs(&marvin.project.name, Some(&environment.name))?;
+    let target = match job {
+        Some(id) => active.iter().find(|j| j.id == id).with_context(|| {
+            format!("job #{id} is not queued or running in {}", environment.name)
+        })?,
+        None => active
+            .iter()
+            .find(|j| j.state == JobState::Running)
+            .or(active.first())
+            .with_context(|| format!("nothing is running in {}", environment.name))?,
+    };
+    store.request_cancel(target.id, SystemClock.now_ms())?;
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"job": target.id, "cancel_requested": true})
+        );
+    } else {
+        println!(
+            "asked job #{} ({} {}) to stop",
+            target.id,
+            target.verb,
+            target.args.join(" ")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `marvin demo`: the main job on the embedded default.
+pub async fn demo(dir: &Path, clean: bool) -> anyhow::Result<ExitCode> {
+    let engine = DockerEngine::connect()?;
+    engine.ping().await?;
+    if clean {
+        let labels = BTreeMap::from([(LABEL_PROJECT.to_string(), demo::DEMO_PROJECT.to_string())]);
+        engine.remove_labelled(&labels).await?;
+        let _ = engine.remove_image(demo::DEMO_BASE_IMAGE).await;
+        println!("removed the demo's containers, networks, volumes and images");
+        if dir.exists() {
+            println!(
+                "the demo's files are still in {}; remove them with rm -rf",
+                dir.display()
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "Marvin demo: a project with two git repos and five services, on the local Docker engine."
+    );
+    let base_labels = BTreeMap::from([(LABEL_PROJECT.to_string(), demo::DEMO_PROJECT.to_string())]);
+    ensure_busybox_image(&engine, demo::DEMO_BASE_IMAGE, &base_labels).await?;
+    let config = demo::create(dir)?;
+    println!(
+        "created {} (repos in {}/repos)\n",
+        config.display(),
+        dir.display()
+    );
+
+    let marvin = Marvin::load(&config, None)?.with_engine(Arc::new(engine));
+    let runtime = open_runtime(marvin)?;
+    println!("$ marvin build dev");
+    let first = run_with_progress(
+        &runtime,
+        JobSpec {
+            env: "dev".into(),
+            kind: JobKind::Build {
+                services: vec![],
+                force: false,
+            },
+        },
+        true,
+    )
+    .await?;
+    print!("{}", report::summary_text(&first));
+    if first.state != Some(JobState::Succeeded) {
+        return Ok(ExitCode::FAILURE);
+    }
+
+    let subject = demo::change_web(dir, "a change to one service")?;
+    println!("\nA developer pushes one change to the frontend repo: \"{subject}\"");
+    println!("$ marvin build dev");
+    let second = run_with_progress(
+        &runtime,
+        JobSpec {
+            env: "dev".into(),
+            kind: JobKind::Build {
+                services: vec![],
+                force: false,
+            },
+        },
+        true,
+    )
+    .await?;
+    print!("{}", report::summary_text(&second));
+    if second.state != Some(JobState::Succeeded) {
+        return Ok(ExitCode::FAILURE);
+    }
+    println!(
+        "\nOnly `web` was rebuilt and recreated; the other containers kept running untouched.\n\
+         Where to look next (from {dir}):\n  \
+         marvin status dev          what runs in dev\n  \
+         marvin plan staging        staging would reuse every image dev built\n  \
+         marvin build staging       deploy an isolated copy\n  \
+         marvin run dev hello       a one-off task\n  \
+         marvin history dev         the jobs so far\n  \
+         marvin logs dev web        a container's log\n  \
+         marvin demo --clean        remove everything the demo made in Docker",
+        dir = dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}

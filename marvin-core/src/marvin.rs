@@ -1,0 +1,175 @@
+//! [`Marvin`]: one loaded project with its data directory and ports — the
+//! handle every front end holds.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{ConfigError, Project};
+use crate::engine::{ContainerState, Engine, EngineError, LABEL_ENV, LABEL_PROJECT};
+use crate::keys::{BuildKey, DeployKey};
+use crate::plan::ObservedService;
+use crate::resolve::{self, Observed, Plan, ResolveError};
+use crate::source::Mirrors;
+
+/// The config file name looked for.
+pub const CONFIG_FILE: &str = "marvin.yml";
+/// Environment variable overriding the data directory.
+pub const DATA_DIR_ENV: &str = "MARVIN_DATA_DIR";
+
+/// Anything a front end may have to tell a user.
+#[derive(Debug, thiserror::Error)]
+pub enum MarvinError {
+    /// marvin.yml could not be found or read.
+    #[error("{0}")]
+    NoConfig(String),
+    /// marvin.yml is wrong.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Resolving or planning failed.
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    /// The engine failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// A background task died.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Options of `plan`.
+#[derive(Debug, Clone, Default)]
+pub struct PlanOptions {
+    /// Only these services (empty: all).
+    pub services: Vec<String>,
+    /// Rebuild even when the key is present.
+    pub force: bool,
+    /// Do not fetch; plan from the mirrors as they are.
+    pub offline: bool,
+}
+
+/// A loaded project: its config, data directory, mirrors and engine.
+#[derive(Clone)]
+pub struct Marvin {
+    /// The validated marvin.yml.
+    pub project: Arc<Project>,
+    /// Where marvin.yml is.
+    pub config_path: PathBuf,
+    /// Mirrors, database and other state live here.
+    pub data_dir: PathBuf,
+    /// Git mirrors.
+    pub mirrors: Arc<Mirrors>,
+    /// The container engine, when one is connected.
+    pub engine: Option<Arc<dyn Engine>>,
+}
+
+/// Find `marvin.yml` in `start` or a parent directory.
+pub fn find_config(start: &Path) -> Option<PathBuf> {
+    start
+        .ancestors()
+        .map(|d| d.join(CONFIG_FILE))
+        .find(|p| p.is_file())
+}
+
+impl Marvin {
+    /// Load a project from its marvin.yml. The data directory is
+    /// `data_dir` if given, else `.marvin/` beside the file.
+    pub fn load(config_path: &Path, data_dir: Option<PathBuf>) -> Result<Marvin, MarvinError> {
+        let text = std::fs::read_to_string(config_path).map_err(|e| {
+            MarvinError::NoConfig(format!("cannot read {}: {e}", config_path.display()))
+        })?;
+        let shown = config_path.display().to_string();
+        let project = Project::parse(&text, &shown)?;
+        let base = config_path.parent().unwrap_or(Path::new("."));
+        let data_dir = data_dir.unwrap_or_else(|| base.join(".marvin"));
+        Ok(Marvin {
+            project: Arc::new(project),
+            config_path: config_path.to_path_buf(),
+            mirrors: Arc::new(Mirrors::new(data_dir.clone())),
+            data_dir,
+            engine: None,
+        })
+    }
+
+    /// Use this engine.
+    pub fn with_engine(mut self, engine: Arc<dyn Engine>) -> Marvin {
+        self.engine = Some(engine);
+        self
+    }
+
+    /// What the engine holds for an environment; when no engine answers,
+    /// nothing (and say so).
+    pub async fn observe(&self, env: &str) -> Result<Observed, MarvinError> {
+        let Some(engine) = &self.engine else {
+            return Ok(Observed {
+                engine_unreachable: true,
+                ..Observed::default()
+            });
+        };
+        match tokio::time::timeout(Duration::from_secs(3), engine.ping()).await {
+            Ok(Ok(())) => {}
+            _ => {
+                return Ok(Observed {
+                    engine_unreachable: true,
+                    ..Observed::default()
+                });
+            }
+        }
+        let image_keys: BTreeSet<BuildKey> = engine
+            .image_keys(&self.project.name)
+            .await?
+            .into_iter()
+            .map(BuildKey)
+            .collect();
+        let labels = BTreeMap::from([
+            (LABEL_PROJECT.to_string(), self.project.name.clone()),
+            (LABEL_ENV.to_string(), env.to_string()),
+        ]);
+        let services = engine
+            .list_containers(&labels)
+            .await?
+            .into_iter()
+            .filter(|c| c.labels.get(crate::engine::LABEL_ROLE).map(String::as_str) != Some("task"))
+            .filter(|c| !c.service.is_empty())
+            .map(|c| {
+                (
+                    c.service.clone(),
+                    ObservedService {
+                        deploy_key: c.deploy_key().map(|k| DeployKey(k.to_string())),
+                        running: c.state == ContainerState::Running,
+                    },
+                )
+            })
+            .collect();
+        Ok(Observed {
+            image_keys,
+            services,
+            engine_unreachable: false,
+        })
+    }
+
+    /// Fetch, resolve and plan an environment (by name or alias) without changing anything.
+    pub async fn plan(&self, env: &str, options: &PlanOptions) -> Result<Plan, MarvinError> {
+        let environment = self.project.environment(env)?.clone();
+        let project = Arc::clone(&self.project);
+        let mirrors = Arc::clone(&self.mirrors);
+        let fetch = !options.offline;
+        let env_for_resolve = environment.clone();
+        let resolved = tokio::task::spawn_blocking(move || {
+            resolve::resolve(&project, &env_for_resolve, &mirrors, fetch)
+        })
+        .await
+        .map_err(|e| MarvinError::Internal(e.to_string()))??;
+        let observed = self.observe(&environment.name).await?;
+        let project = Arc::clone(&self.project);
+        let services = options.services.clone();
+        let force = options.force;
+        let plan = tokio::task::spawn_blocking(move || {
+            resolve::make_plan(&project, &resolved, &observed, &services, force)
+        })
+        .await
+        .map_err(|e| MarvinError::Internal(e.to_string()))??;
+        Ok(plan)
+    }
+}

@@ -1,0 +1,215 @@
+//! What people read: plans and job summaries as plain text (DESIGN.md §8).
+//! Pure: data in, text out.
+
+use serde::Serialize;
+
+use crate::plan::{BuildAction, DeployAction};
+use crate::resolve::Plan;
+use crate::source::Commit;
+
+/// The `--json` form of a plan (issue #2's documented shape).
+#[derive(Debug, Serialize)]
+pub struct PlanJson<'a> {
+    /// Environment name.
+    pub environment: &'a str,
+    /// Commits per repo.
+    pub commits: &'a [Commit],
+    /// Build or reuse per built service.
+    pub builds: &'a [crate::plan::BuildStep],
+    /// Create/recreate/keep/remove per container.
+    pub deploy: &'a [crate::plan::DeployStep],
+    /// True when no engine answered and nothing was assumed to exist.
+    pub assumed_empty_engine: bool,
+}
+
+impl<'a> From<&'a Plan> for PlanJson<'a> {
+    fn from(p: &'a Plan) -> Self {
+        PlanJson {
+            environment: &p.environment,
+            commits: &p.commits,
+            builds: &p.builds,
+            deploy: &p.deploy,
+            assumed_empty_engine: p.assumed_empty_engine,
+        }
+    }
+}
+
+/// One line per repo: `backend  0379baf  黄鸿 2017-05-05 10:27  fix login`.
+pub fn commit_lines(commits: &[Commit]) -> Vec<String> {
+    let width = commits
+        .iter()
+        .map(|c| c.repo.chars().count())
+        .max()
+        .unwrap_or(0);
+    commits
+        .iter()
+        .map(|c| {
+            let short = &c.id[..c.id.len().min(7)];
+            let date = c.date.get(..16).unwrap_or(&c.date).replace('T', " ");
+            format!(
+                "{:width$}  {short}  {} {date}  {}",
+                c.repo, c.author, c.subject
+            )
+        })
+        .collect()
+}
+
+/// A plan as a readable table.
+pub fn plan_text(plan: &Plan) -> String {
+    let mut out = format!("Plan for {} ({})", plan.environment, plan.project);
+    if !plan.only.is_empty() {
+        out.push_str(&format!(" — only {}", plan.only.join(", ")));
+    }
+    out.push('\n');
+    for line in commit_lines(&plan.commits) {
+        out.push_str(&format!("  {line}\n"));
+    }
+    if plan.assumed_empty_engine {
+        out.push_str("  (no Docker engine answered: assumed no images and no containers exist)\n");
+    }
+    let width = plan
+        .builds
+        .iter()
+        .map(|b| b.service.len())
+        .chain(plan.deploy.iter().map(|d| d.service.len()))
+        .max()
+        .unwrap_or(0);
+    if !plan.builds.is_empty() {
+        out.push_str("Images:\n");
+        for b in &plan.builds {
+            let action = match b.action {
+                BuildAction::Build => "build",
+                BuildAction::Reuse => "reuse",
+            };
+            out.push_str(&format!(
+                "  {action:<8}{:width$}  {}  ({})\n",
+                b.service,
+                b.image,
+                b.reason.describe()
+            ));
+        }
+    }
+    if !plan.deploy.is_empty() {
+        out.push_str("Containers:\n");
+        for d in &plan.deploy {
+            out.push_str(&format!("  {:<8}{}\n", deploy_word(d.action), d.service));
+        }
+    }
+    let c = plan.counts();
+    out.push_str(&format!(
+        "{} to build, {} reused · {} to create, {} to recreate, {} unchanged, {} to remove\n",
+        c.build, c.reuse, c.create, c.recreate, c.keep, c.remove
+    ));
+    out
+}
+
+/// The verb for a deploy action.
+pub fn deploy_word(a: DeployAction) -> &'static str {
+    match a {
+        DeployAction::Create => "create",
+        DeployAction::Recreate => "recreate",
+        DeployAction::Keep => "keep",
+        DeployAction::Remove => "remove",
+    }
+}
+
+/// The final report of a job (DESIGN.md §8), as plain text:
+///
+/// ```text
+/// ✅ develop build #42 succeeded in 1m32s — local:alice
+///    backend  0379baf  黄鸿 2017-05-05 10:27  fix login
+///    built 1: web (41s) · reused 4 · recreated 1 · unchanged 4
+/// ```
+pub fn summary_text(s: &crate::runtime::JobSummary) -> String {
+    use crate::store::JobState;
+    let state = s.state.unwrap_or(JobState::Running);
+    let (icon, word) = match state {
+        JobState::Succeeded => ("✅", "succeeded"),
+        JobState::Failed => ("❌", "failed"),
+        JobState::Cancelled => ("⏹", "was cancelled"),
+        JobState::Interrupted => ("⚠️", "was interrupted"),
+        JobState::Queued => ("⏳", "is queued"),
+        JobState::Running => ("⏳", "is running"),
+    };
+    let what = if s.args.is_empty() {
+        s.verb.clone()
+    } else {
+        format!("{} {}", s.verb, s.args.join(" "))
+    };
+    let mut out = format!(
+        "{icon} {} {what} #{} {word} in {}",
+        s.env,
+        s.job,
+        crate::duration::format(std::time::Duration::from_millis(s.duration_ms))
+    );
+    if let (JobState::Failed, Some(step)) = (state, &s.failed_step) {
+        out.push_str(&format!(" at {step}"));
+    }
+    out.push_str(&format!(" — {}\n", s.who));
+    for line in commit_lines(&s.commits) {
+        out.push_str(&format!("   {line}\n"));
+    }
+    if s.verb != "run" {
+        let mut parts = Vec::new();
+        let built: Vec<String> = s
+            .built
+            .iter()
+            .map(|(svc, ms)| {
+                format!(
+                    "{svc} ({})",
+                    crate::duration::format(std::time::Duration::from_millis(*ms))
+                )
+            })
+            .collect();
+        if built.is_empty() {
+            parts.push("built 0".to_string());
+        } else {
+            parts.push(format!("built {}: {}", built.len(), built.join(", ")));
+        }
+        parts.push(format!("reused {}", s.reused.len()));
+        if !s.created.is_empty() {
+            parts.push(format!(
+                "created {}: {}",
+                s.created.len(),
+                s.created.join(", ")
+            ));
+        }
+        parts.push(if s.recreated.is_empty() {
+            "recreated 0".to_string()
+        } else {
+            format!(
+                "recreated {}: {}",
+                s.recreated.len(),
+                s.recreated.join(", ")
+            )
+        });
+        if !s.removed.is_empty() {
+            parts.push(format!(
+                "removed {}: {}",
+                s.removed.len(),
+                s.removed.join(", ")
+            ));
+        }
+        parts.push(format!("unchanged {}", s.unchanged.len()));
+        out.push_str(&format!("   {}\n", parts.join(" · ")));
+    }
+    if let Some(code) = s.exit_code {
+        out.push_str(&format!("   exit code {code}\n"));
+    }
+    if !s.rolled_back.is_empty() {
+        out.push_str(&format!(
+            "   put back in service: {}\n",
+            s.rolled_back.join(", ")
+        ));
+    }
+    if let Some(e) = &s.error {
+        out.push_str(&format!("   {e}\n"));
+    }
+    if state == JobState::Failed && !s.last_lines.is_empty() {
+        out.push_str("   last lines:\n");
+        for l in &s.last_lines {
+            out.push_str(&format!("     {l}\n"));
+        }
+    }
+    out
+}

@@ -1,0 +1,1595 @@
+//! The runtime: turns a command into a persisted job, takes the environment's
+//! queue slot, carries out the plan through the ports, emits events and
+//! records the result (DESIGN.md §1 "runtime", §4, §5, §9).
+//!
+//! One job at a time per environment (others queue); different environments
+//! run in parallel. Builds are single-flight per build key and limited in
+//! number; two commits of one service build side by side.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{OnceCell, Semaphore, broadcast};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Project;
+use crate::desired::DesiredContainer;
+use crate::dockerfile;
+use crate::engine::{
+    BuildRequest, ContainerSpec, Engine, EngineError, LABEL_BUILD_KEY, LABEL_COMMITS, LABEL_ENV,
+    LABEL_PROJECT, LABEL_ROLE, LABEL_SERVICE, Mount,
+};
+use crate::keys::BuildKey;
+use crate::marvin::{Marvin, MarvinError};
+use crate::plan::{BuildAction, DeployAction};
+use crate::resolve::{self, Plan, Resolved, ServiceBuild};
+use crate::source::Commit;
+use crate::store::{DeployedService, Job, JobId, JobState, NewJob, Store};
+
+/// Where "now" comes from; tests use their own.
+pub trait Clock: Send + Sync {
+    /// Milliseconds since the Unix epoch.
+    fn now_ms(&self) -> i64;
+}
+
+/// The system clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
+    }
+}
+
+/// What a job does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "verb", rename_all = "lowercase")]
+pub enum JobKind {
+    /// Fetch, build what changed, deploy what changed.
+    Build {
+        /// Only these services (empty: all).
+        services: Vec<String>,
+        /// Rebuild even when the key is present.
+        force: bool,
+    },
+    /// Run a task.
+    Run {
+        /// Task name.
+        task: String,
+        /// Arguments appended to its command.
+        args: Vec<String>,
+    },
+    /// Redeploy an earlier successful deployment.
+    Rollback {
+        /// The job whose deployment to restore (default: the one before the current).
+        job: Option<JobId>,
+    },
+}
+
+impl JobKind {
+    /// The verb, as stored and shown.
+    pub fn verb(&self) -> &'static str {
+        match self {
+            JobKind::Build { .. } => "build",
+            JobKind::Run { .. } => "run",
+            JobKind::Rollback { .. } => "rollback",
+        }
+    }
+
+    /// The arguments, as stored and shown.
+    pub fn args(&self) -> Vec<String> {
+        match self {
+            JobKind::Build { services, force } => {
+                let mut a: Vec<String> = services
+                    .iter()
+                    .flat_map(|s| ["--service".to_string(), s.clone()])
+                    .collect();
+                if *force {
+                    a.push("--force".into());
+                }
+                a
+            }
+            JobKind::Run { task, args } => std::iter::once(task.clone())
+                .chain(args.iter().cloned())
+                .collect(),
+            JobKind::Rollback { job } => job.map(|j| vec![j.to_string()]).unwrap_or_default(),
+        }
+    }
+}
+
+/// A request for a job: what, where, who, from where.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRequest {
+    /// Environment name or alias.
+    pub env: String,
+    /// What to do.
+    pub kind: JobKind,
+    /// Identity (`local:alice`, `slack:U123`).
+    pub who: String,
+    /// Where it came from (`console`, `slack:C123`, `web`).
+    pub origin: String,
+    /// What started it: `person`, `push`, `poll`, `schedule`.
+    pub trigger: String,
+}
+
+/// Progress, as every front end sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobEvent {
+    /// The job.
+    pub job: JobId,
+    /// Its environment.
+    pub env: String,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// What happened in a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum EventKind {
+    /// Waiting for the environment's slot.
+    Queued,
+    /// Running.
+    Started,
+    /// A step began: `fetch`, `plan`, `build`, `before_deploy`, `deploy`, `after_deploy`, `task`, `on_failure`.
+    Step {
+        /// Step name.
+        step: String,
+    },
+    /// Commits resolved.
+    Commits {
+        /// One per repo.
+        commits: Vec<Commit>,
+    },
+    /// An image build started.
+    BuildStarted {
+        /// Service.
+        service: String,
+    },
+    /// An image was built.
+    Built {
+        /// Service.
+        service: String,
+        /// How long it took.
+        millis: u64,
+    },
+    /// An image was reused.
+    Reused {
+        /// Service.
+        service: String,
+    },
+    /// A container changed.
+    Container {
+        /// Service.
+        service: String,
+        /// `create`, `recreate`, `remove`, `rolled-back`.
+        action: String,
+    },
+    /// A log line.
+    Log {
+        /// Which stream (`build:web`, `task:migrate`, `deploy`).
+        stream: String,
+        /// The line.
+        line: String,
+    },
+    /// The job ended.
+    Finished {
+        /// Final state.
+        state: JobState,
+        /// The summary.
+        summary: Box<JobSummary>,
+    },
+}
+
+/// The result of a job, for reports (DESIGN.md §8).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct JobSummary {
+    /// Job id.
+    pub job: JobId,
+    /// Project name.
+    pub project: String,
+    /// Environment name.
+    pub env: String,
+    /// Verb.
+    pub verb: String,
+    /// Arguments.
+    pub args: Vec<String>,
+    /// Who asked.
+    pub who: String,
+    /// Final state.
+    pub state: Option<JobState>,
+    /// Wall time from start to end.
+    pub duration_ms: u64,
+    /// Commits deployed (or attempted).
+    pub commits: Vec<Commit>,
+    /// Images built, with their build time.
+    pub built: Vec<(String, u64)>,
+    /// Images reused.
+    pub reused: Vec<String>,
+    /// Containers created.
+    pub created: Vec<String>,
+    /// Containers recreated.
+    pub recreated: Vec<String>,
+    /// Containers removed.
+    pub removed: Vec<String>,
+    /// Containers left as they were.
+    pub unchanged: Vec<String>,
+    /// Services whose previous container was put back after a failure.
+    pub rolled_back: Vec<String>,
+    /// Exit code of a task.
+    pub exit_code: Option<i64>,
+    /// The step that failed.
+    pub failed_step: Option<String>,
+    /// What went wrong.
+    pub error: Option<String>,
+    /// The last lines of the failing step's log.
+    pub last_lines: Vec<String>,
+}
+
+/// Why a job could not be submitted.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// Config or resolution problem found before the job was created.
+    #[error(transparent)]
+    Marvin(#[from] MarvinError),
+    /// The state store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// A submitted job.
+pub struct JobHandle {
+    /// Its id.
+    pub id: JobId,
+    done: tokio::task::JoinHandle<JobSummary>,
+}
+
+impl JobHandle {
+    /// Wait for the job to end.
+    pub async fn wait(self) -> JobSummary {
+        let id = self.id;
+        self.done.await.unwrap_or_else(|e| JobSummary {
+            job: id,
+            state: Some(JobState::Failed),
+            error: Some(format!("the job's task died: {e}")),
+            ..JobSummary::default()
+        })
+    }
+}
+
+type BuildCell = Arc<OnceCell<Result<(), String>>>;
+
+struct Inner {
+    marvin: Marvin,
+    engine: Arc<dyn Engine>,
+    store: Store,
+    clock: Arc<dyn Clock>,
+    events: broadcast::Sender<JobEvent>,
+    env_slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    build_slots: Semaphore,
+    inflight: Mutex<HashMap<BuildKey, BuildCell>>,
+    cancels: Mutex<HashMap<JobId, CancellationToken>>,
+}
+
+/// The job executor. Cheap to clone.
+#[derive(Clone)]
+pub struct Runtime {
+    inner: Arc<Inner>,
+}
+
+/// How many log lines a failure report keeps.
+const LAST_LINES: usize = 20;
+
+/// A job failed in a step.
+struct StepError {
+    step: String,
+    message: String,
+    last_lines: Vec<String>,
+}
+
+impl StepError {
+    fn new(step: &str, message: impl Into<String>) -> Self {
+        StepError {
+            step: step.to_string(),
+            message: message.into(),
+            last_lines: Vec::new(),
+        }
+    }
+}
+
+/// The running job's view: its id, its log, its summary so far.
+struct JobCtx {
+    id: JobId,
+    env: String,
+    inner: Arc<Inner>,
+    pending_logs: Mutex<Vec<(String, String)>>,
+    recent: Mutex<VecDeque<String>>,
+    summary: Mutex<JobSummary>,
+    cancel: CancellationToken,
+}
+
+impl JobCtx {
+    fn emit(&self, kind: EventKind) {
+        let data = serde_json::to_value(&kind).unwrap_or_default();
+        if !matches!(kind, EventKind::Log { .. }) {
+            let tag = data
+                .get("event")
+                .and_then(|v| v.as_str())
+                .unwrap_or("event")
+                .to_string();
+            let _ = self
+                .inner
+                .store
+                .add_event(self.id, &tag, &data, self.inner.clock.now_ms());
+        }
+        let _ = self.inner.events.send(JobEvent {
+            job: self.id,
+            env: self.env.clone(),
+            kind,
+        });
+    }
+
+    fn log(&self, stream: &str, line: &str) {
+        let line = line.trim_end_matches(['\r', '\n']);
+        {
+            let mut recent = self.recent.lock().expect("log lock");
+            if recent.len() == LAST_LINES {
+                recent.pop_front();
+            }
+            recent.push_back(line.to_string());
+        }
+        let full = {
+            let mut pending = self.pending_logs.lock().expect("log lock");
+            pending.push((stream.to_string(), line.to_string()));
+            pending.len() >= 64
+        };
+        if full {
+            self.flush_logs();
+        }
+        self.emit(EventKind::Log {
+            stream: stream.to_string(),
+            line: line.to_string(),
+        });
+    }
+
+    fn flush_logs(&self) {
+        let lines = std::mem::take(&mut *self.pending_logs.lock().expect("log lock"));
+        if !lines.is_empty() {
+            let _ = self
+                .inner
+                .store
+                .add_logs(self.id, &lines, self.inner.clock.now_ms());
+        }
+    }
+
+    fn last_lines(&self) -> Vec<String> {
+        self.recent
+            .lock()
+            .expect("log lock")
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    fn step(&self, step: &str) {
+        self.flush_logs();
+        self.recent.lock().expect("log lock").clear();
+        self.emit(EventKind::Step {
+            step: step.to_string(),
+        });
+        self.log("marvin", &format!("== {step}"));
+    }
+
+    fn summary(&self) -> std::sync::MutexGuard<'_, JobSummary> {
+        self.summary.lock().expect("summary lock")
+    }
+
+    fn check_cancel(&self) -> Result<(), StepError> {
+        if self.cancel.is_cancelled() {
+            Err(StepError::new("cancel", "cancelled"))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl Runtime {
+    /// A runtime over a loaded project, an engine and a store. Jobs left
+    /// queued or running by a previous process become `interrupted`.
+    pub fn new(
+        marvin: Marvin,
+        engine: Arc<dyn Engine>,
+        store: Store,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Runtime, SubmitError> {
+        store.interrupt_unfinished(clock.now_ms())?;
+        let concurrency = marvin
+            .project
+            .settings
+            .build_concurrency
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(2)
+            });
+        let (events, _) = broadcast::channel(4096);
+        Ok(Runtime {
+            inner: Arc::new(Inner {
+                marvin,
+                engine,
+                store,
+                clock,
+                events,
+                env_slots: Mutex::new(HashMap::new()),
+                build_slots: Semaphore::new(concurrency),
+                inflight: Mutex::new(HashMap::new()),
+                cancels: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// Every job event from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<JobEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// The state store.
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    /// The loaded project.
+    pub fn marvin(&self) -> &Marvin {
+        &self.inner.marvin
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Arc<dyn Engine> {
+        &self.inner.engine
+    }
+
+    /// Persist a job, then run it in the background once its environment is free.
+    pub fn submit(&self, request: JobRequest) -> Result<JobHandle, SubmitError> {
+        let env = self
+            .inner
+            .marvin
+            .project
+            .environment(&request.env)
+            .map_err(MarvinError::from)?
+            .name
+            .clone();
+        let job = self.inner.store.create_job(
+            &NewJob {
+                project: self.inner.marvin.project.name.clone(),
+                env: env.clone(),
+                verb: request.kind.verb().to_string(),
+                args: request.kind.args(),
+                who: request.who.clone(),
+                origin: request.origin.clone(),
+                trigger: request.trigger.clone(),
+            },
+            self.inner.clock.now_ms(),
+        )?;
+        let cancel = CancellationToken::new();
+        self.inner
+            .cancels
+            .lock()
+            .expect("cancel lock")
+            .insert(job.id, cancel.clone());
+        let ctx = Arc::new(JobCtx {
+            id: job.id,
+            env: env.clone(),
+            inner: Arc::clone(&self.inner),
+            pending_logs: Mutex::new(Vec::new()),
+            recent: Mutex::new(VecDeque::new()),
+            summary: Mutex::new(JobSummary {
+                job: job.id,
+                project: self.inner.marvin.project.name.clone(),
+                env: env.clone(),
+                verb: job.verb.clone(),
+                args: job.args.clone(),
+                who: job.who.clone(),
+                ..JobSummary::default()
+            }),
+            cancel,
+        });
+        let runtime = self.clone();
+        let kind = request.kind;
+        let done = tokio::spawn(async move { runtime.run_job(ctx, kind).await });
+        Ok(JobHandle { id: job.id, done })
+    }
+
+    /// Ask a running or queued job to stop. Returns whether it was found here.
+    pub fn cancel(&self, job: JobId) -> bool {
+        match self.inner.cancels.lock().expect("cancel lock").get(&job) {
+            Some(token) => {
+                token.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Cancel every job of this runtime (shutdown).
+    pub fn cancel_all(&self) {
+        for token in self.inner.cancels.lock().expect("cancel lock").values() {
+            token.cancel();
+        }
+    }
+
+    fn env_slot(&self, env: &str) -> Arc<tokio::sync::Mutex<()>> {
+        Arc::clone(
+            self.inner
+                .env_slots
+                .lock()
+                .expect("slot lock")
+                .entry(env.to_string())
+                .or_default(),
+        )
+    }
+
+    async fn run_job(self, ctx: Arc<JobCtx>, kind: JobKind) -> JobSummary {
+        ctx.emit(EventKind::Queued);
+        let slot = self.env_slot(&ctx.env);
+        let guard = tokio::select! {
+            g = slot.lock() => Some(g),
+            _ = ctx.cancel.cancelled() => None,
+        };
+        let started = Instant::now();
+        let outcome = match guard {
+            None => Err(StepError::new("queue", "cancelled while queued")),
+            Some(_guard) => {
+                let _ = self
+                    .inner
+                    .store
+                    .start_job(ctx.id, self.inner.clock.now_ms());
+                ctx.emit(EventKind::Started);
+                let work = self.execute(&ctx, &kind);
+                let result = tokio::select! {
+                    r = work => r,
+                    _ = ctx.cancel.cancelled() => Err(StepError::new("cancel", "cancelled")),
+                };
+                if let Err(e) = &result
+                    && e.step != "cancel"
+                    && matches!(kind, JobKind::Build { .. } | JobKind::Rollback { .. })
+                {
+                    self.on_failure_hooks(&ctx).await;
+                }
+                result
+            }
+        };
+        ctx.flush_logs();
+        let state = match &outcome {
+            Ok(()) => JobState::Succeeded,
+            Err(e) if e.step == "cancel" || e.step == "queue" => JobState::Cancelled,
+            Err(_) => JobState::Failed,
+        };
+        let summary = {
+            let mut s = ctx.summary();
+            s.state = Some(state);
+            s.duration_ms = started.elapsed().as_millis() as u64;
+            if let Err(e) = outcome {
+                s.failed_step = Some(e.step);
+                s.error = Some(e.message);
+                s.last_lines = if e.last_lines.is_empty() {
+                    ctx.last_lines()
+                } else {
+                    e.last_lines
+                };
+            }
+            s.clone()
+        };
+        let result = serde_json::to_value(&summary).ok();
+        let _ = self.inner.store.finish_job(
+            ctx.id,
+            state,
+            result.as_ref(),
+            summary.error.as_deref(),
+            self.inner.clock.now_ms(),
+        );
+        self.inner
+            .cancels
+            .lock()
+            .expect("cancel lock")
+            .remove(&ctx.id);
+        ctx.emit(EventKind::Finished {
+            state,
+            summary: Box::new(summary.clone()),
+        });
+        summary
+    }
+
+    async fn execute(&self, ctx: &Arc<JobCtx>, kind: &JobKind) -> Result<(), StepError> {
+        match kind {
+            JobKind::Build { services, force } => self.build(ctx, services, *force).await,
+            JobKind::Run { task, args } => self.run_task(ctx, task, args).await,
+            JobKind::Rollback { job } => self.rollback(ctx, *job).await,
+        }
+    }
+
+    async fn resolve(&self, ctx: &Arc<JobCtx>, fetch: bool) -> Result<Resolved, StepError> {
+        ctx.step("fetch");
+        let project = Arc::clone(&self.inner.marvin.project);
+        let mirrors = Arc::clone(&self.inner.marvin.mirrors);
+        let env = project
+            .environment(&ctx.env)
+            .map_err(|e| StepError::new("fetch", e.to_string()))?
+            .clone();
+        let resolved =
+            tokio::task::spawn_blocking(move || resolve::resolve(&project, &env, &mirrors, fetch))
+                .await
+                .map_err(|e| StepError::new("fetch", e.to_string()))?
+                .map_err(|e| StepError::new("fetch", e.to_string()))?;
+        for c in &resolved.commits {
+            ctx.log(
+                "marvin",
+                &format!(
+                    "{} {} {} {}",
+                    c.repo,
+                    &c.id[..7.min(c.id.len())],
+                    c.author,
+                    c.subject
+                ),
+            );
+        }
+        ctx.summary().commits = resolved.commits.clone();
+        ctx.emit(EventKind::Commits {
+            commits: resolved.commits.clone(),
+        });
+        Ok(resolved)
+    }
+
+    async fn make_plan(
+        &self,
+        ctx: &Arc<JobCtx>,
+        resolved: &Resolved,
+        only: &[String],
+        force: bool,
+    ) -> Result<Plan, StepError> {
+        ctx.step("plan");
+        let observed = self
+            .inner
+            .marvin
+            .observe(&ctx.env)
+            .await
+            .map_err(|e| StepError::new("plan", e.to_string()))?;
+        if observed.engine_unreachable {
+            return Err(StepError::new(
+                "plan",
+                "the Docker engine does not answer; is dockerd running (or DOCKER_HOST right)?",
+            ));
+        }
+        let project = Arc::clone(&self.inner.marvin.project);
+        let resolved = resolved.clone();
+        let only = only.to_vec();
+        let plan = tokio::task::spawn_blocking(move || {
+            resolve::make_plan(&project, &resolved, &observed, &only, force)
+        })
+        .await
+        .map_err(|e| StepError::new("plan", e.to_string()))?
+        .map_err(|e| StepError::new("plan", e.to_string()))?;
+        let c = plan.counts();
+        ctx.log(
+            "marvin",
+            &format!(
+                "plan: {} to build, {} reused; {} to create, {} to recreate, {} unchanged, {} to remove",
+                c.build, c.reuse, c.create, c.recreate, c.keep, c.remove
+            ),
+        );
+        Ok(plan)
+    }
+
+    async fn build(
+        &self,
+        ctx: &Arc<JobCtx>,
+        only: &[String],
+        force: bool,
+    ) -> Result<(), StepError> {
+        let resolved = self.resolve(ctx, true).await?;
+        let plan = self.make_plan(ctx, &resolved, only, force).await?;
+        ctx.check_cancel()?;
+        self.build_images(ctx, &resolved, &plan).await?;
+        ctx.check_cancel()?;
+        self.deploy(ctx, &plan.desired, &plan, &resolved.commits)
+            .await
+    }
+
+    /// Build what the plan says, in `FROM` order, concurrently up to the limit.
+    async fn build_images(
+        &self,
+        ctx: &Arc<JobCtx>,
+        resolved: &Resolved,
+        plan: &Plan,
+    ) -> Result<(), StepError> {
+        ctx.step("build");
+        let specs = &plan.build_specs;
+        // Waves by FROM dependencies among the services to build.
+        let mut remaining: Vec<&crate::plan::BuildStep> = plan.builds.iter().collect();
+        let mut done: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+        while !remaining.is_empty() {
+            let (ready, later): (Vec<_>, Vec<_>) = remaining.into_iter().partition(|step| {
+                specs[&step.service]
+                    .from_services
+                    .values()
+                    .all(|dep| done.contains(dep) || !plan.builds.iter().any(|b| &b.service == dep))
+            });
+            if ready.is_empty() {
+                return Err(StepError::new(
+                    "build",
+                    "Dockerfiles build FROM each other in a cycle",
+                ));
+            }
+            let results = join_all(
+                ready
+                    .iter()
+                    .map(|step| self.build_one(ctx, resolved, plan, step)),
+            )
+            .await;
+            for (step, r) in ready.iter().zip(results) {
+                r?;
+                done.insert(step.service.clone());
+            }
+            remaining = later;
+        }
+        Ok(())
+    }
+
+    async fn build_one(
+        &self,
+        ctx: &Arc<JobCtx>,
+        resolved: &Resolved,
+        plan: &Plan,
+        step: &crate::plan::BuildStep,
+    ) -> Result<(), StepError> {
+        let spec = &plan.build_specs[&step.service];
+        let engine = &self.inner.engine;
+        let fail = |m: String| StepError::new("build", format!("{}: {m}", step.service));
+        if step.action == BuildAction::Reuse {
+            let present = engine
+                .image_exists(&spec.tag)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            if !present {
+                // Another service (or a pruned tag) holds the key: tag it for this one.
+                match engine
+                    .image_with_key(&plan.project, &spec.key.0)
+                    .await
+                    .map_err(|e| fail(e.to_string()))?
+                {
+                    Some(id) => engine
+                        .tag_image(&id, &spec.tag)
+                        .await
+                        .map_err(|e| fail(e.to_string()))?,
+                    None => return Box::pin(self.build_fresh(ctx, resolved, plan, spec)).await,
+                }
+            }
+            ctx.summary().reused.push(step.service.clone());
+            ctx.emit(EventKind::Reused {
+                service: step.service.clone(),
+            });
+            return Ok(());
+        }
+        self.build_fresh(ctx, resolved, plan, spec).await
+    }
+
+    /// Build one image, once per key however many jobs ask at the same time.
+    async fn build_fresh(
+        &self,
+        ctx: &Arc<JobCtx>,
+        resolved: &Resolved,
+        plan: &Plan,
+        spec: &ServiceBuild,
+    ) -> Result<(), StepError> {
+        let cell = Arc::clone(
+            self.inner
+                .inflight
+                .lock()
+                .expect("inflight lock")
+                .entry(spec.key.clone())
+                .or_default(),
+        );
+        let started = Instant::now();
+        let mut built_here = false;
+        let result = cell
+            .get_or_init(|| {
+                built_here = true;
+                self.build_image(ctx, resolved, plan, spec)
+            })
+            .await
+            .clone();
+        self.inner
+            .inflight
+            .lock()
+            .expect("inflight lock")
+            .remove(&spec.key);
+        match result {
+            Ok(()) => {
+                let millis = started.elapsed().as_millis() as u64;
+                if built_here {
+                    ctx.summary().built.push((spec.service.clone(), millis));
+                    ctx.emit(EventKind::Built {
+                        service: spec.service.clone(),
+                        millis,
+                    });
+                } else {
+                    ctx.summary().reused.push(spec.service.clone());
+                    ctx.emit(EventKind::Reused {
+                        service: spec.service.clone(),
+                    });
+                }
+                Ok(())
+            }
+            Err(message) => Err(StepError {
+                step: "build".into(),
+                message: format!("building {} failed", spec.service),
+                last_lines: message.lines().map(str::to_string).collect(),
+            }),
+        }
+    }
+
+    async fn build_image(
+        &self,
+        ctx: &Arc<JobCtx>,
+        resolved: &Resolved,
+        plan: &Plan,
+        spec: &ServiceBuild,
+    ) -> Result<(), String> {
+        let _permit = self
+            .inner
+            .build_slots
+            .acquire()
+            .await
+            .map_err(|e| e.to_string())?;
+        ctx.emit(EventKind::BuildStarted {
+            service: spec.service.clone(),
+        });
+        let stream = format!("build:{}", spec.service);
+        ctx.log(
+            &stream,
+            &format!("building {} ({})", spec.service, spec.tag),
+        );
+        let service = &resolved.compose.services[&spec.service];
+        let build = service
+            .build
+            .as_ref()
+            .expect("built services have a build section");
+        // The Dockerfile goes into the tar: from outside the context, or with
+        // FROM lines pointed at the images built here for this plan.
+        let workspace = resolved.workspace.clone();
+        let dockerfile_path = spec.dockerfile.clone();
+        let text = tokio::task::spawn_blocking(move || workspace.read_file(&dockerfile_path))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?
+            .unwrap_or_default();
+        let replace: BTreeMap<String, String> = spec
+            .from_services
+            .iter()
+            .map(|(image, svc)| (image.clone(), plan.build_specs[svc].tag.clone()))
+            .collect();
+        let original = String::from_utf8_lossy(&text).into_owned();
+        let rewritten = dockerfile::rewrite_from(&original, &build.args, &replace);
+        let in_context = !spec.inputs.dockerfile_path.starts_with(".marvin.");
+        let extra = if rewritten != original || !in_context {
+            vec![(spec.inputs.dockerfile_path.clone(), rewritten.into_bytes())]
+        } else {
+            Vec::new()
+        };
+        let workspace = resolved.workspace.clone();
+        let context = spec.context.clone();
+        let tar = tokio::task::spawn_blocking(move || workspace.context_tar(&context, &extra))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        let commits: Vec<String> = resolved
+            .commits
+            .iter()
+            .map(|c| format!("{}={}", c.repo, c.id))
+            .collect();
+        let labels = BTreeMap::from([
+            (LABEL_PROJECT.to_string(), plan.project.clone()),
+            (LABEL_SERVICE.to_string(), spec.service.clone()),
+            (LABEL_BUILD_KEY.to_string(), spec.key.0.clone()),
+            (LABEL_COMMITS.to_string(), commits.join(",")),
+        ]);
+        let request = BuildRequest {
+            tag: spec.tag.clone(),
+            dockerfile: spec.inputs.dockerfile_path.clone(),
+            context_tar: tar,
+            build_args: build.args.clone(),
+            target: build.target.clone(),
+            platform: build.platform.clone(),
+            labels,
+        };
+        let log_ctx = Arc::clone(ctx);
+        let log = move |line: &str| log_ctx.log(&stream, line);
+        self.inner
+            .engine
+            .build_image(request, &log)
+            .await
+            .map(|_| ())
+            .map_err(|e| match e {
+                EngineError::BuildFailed { last_lines, .. } => last_lines.join("\n"),
+                other => other.to_string(),
+            })
+    }
+
+    /// Carry out the deploy part of a plan: hooks, waves, health waits,
+    /// restore on failure, orphans, history.
+    async fn deploy(
+        &self,
+        ctx: &Arc<JobCtx>,
+        desired: &[DesiredContainer],
+        plan: &Plan,
+        commits: &[Commit],
+    ) -> Result<(), StepError> {
+        let project = &self.inner.marvin.project;
+        let engine = &self.inner.engine;
+        let env = project
+            .environment(&ctx.env)
+            .map_err(|e| StepError::new("deploy", e.to_string()))?
+            .clone();
+        let network = crate::desired::network_name(&project.name, &env.name);
+        let env_labels = BTreeMap::from([
+            (LABEL_PROJECT.to_string(), project.name.clone()),
+            (LABEL_ENV.to_string(), env.name.clone()),
+        ]);
+        let deploy_err = |e: EngineError| StepError::new("deploy", e.to_string());
+
+        // Containers that are not the one a service should have (left by a
+        // crash mid-recreate, or renamed aside) are removed first: converge.
+        let existing = engine
+            .list_containers(&env_labels)
+            .await
+            .map_err(deploy_err)?;
+        for c in &existing {
+            let expected = crate::desired::container_name(&project.name, &env.name, &c.service);
+            let is_task = c.labels.get(LABEL_ROLE).map(String::as_str) == Some("task");
+            if !is_task && c.name != expected {
+                ctx.log("deploy", &format!("removing leftover container {}", c.name));
+                engine.remove_container(&c.id).await.map_err(deploy_err)?;
+            }
+        }
+
+        let changes: Vec<&crate::plan::DeployStep> = plan
+            .deploy
+            .iter()
+            .filter(|d| d.action != DeployAction::Keep)
+            .collect();
+        if !changes.is_empty() && !env.hooks.before_deploy.is_empty() {
+            ctx.step("before_deploy");
+            for task in &env.hooks.before_deploy {
+                self.hook(ctx, task, "before_deploy", desired).await?;
+            }
+        }
+
+        ctx.step("deploy");
+        engine
+            .ensure_network(&network, &env_labels)
+            .await
+            .map_err(deploy_err)?;
+        for d in desired {
+            for m in &d.spec.volumes {
+                if let Mount::Named { name, .. } = m {
+                    engine
+                        .ensure_volume(name, &env_labels)
+                        .await
+                        .map_err(deploy_err)?;
+                }
+            }
+        }
+        let by_service: BTreeMap<&str, &DesiredContainer> =
+            desired.iter().map(|d| (d.service.as_str(), d)).collect();
+        let action_of: BTreeMap<&str, DeployAction> = plan
+            .deploy
+            .iter()
+            .map(|d| (d.service.as_str(), d.action))
+            .collect();
+        let timeout = project.settings.health_timeout;
+        let mut failures: Vec<StepError> = Vec::new();
+        for wave in &plan.waves {
+            let work: Vec<_> = wave
+                .iter()
+                .filter_map(|s| {
+                    let action = *action_of.get(s.as_str())?;
+                    let d = by_service.get(s.as_str())?;
+                    matches!(action, DeployAction::Create | DeployAction::Recreate)
+                        .then_some((d, action))
+                })
+                .map(|(d, action)| self.replace_container(ctx, d, action, timeout))
+                .collect();
+            for r in join_all(work).await {
+                if let Err(e) = r {
+                    failures.push(e);
+                }
+            }
+            if !failures.is_empty() {
+                break;
+            }
+            ctx.check_cancel()?;
+        }
+        if let Some(first) = failures.into_iter().next() {
+            return Err(first);
+        }
+        for d in plan
+            .deploy
+            .iter()
+            .filter(|d| d.action == DeployAction::Remove)
+        {
+            let name = crate::desired::container_name(&project.name, &env.name, &d.service);
+            if let Some(c) = engine.inspect_container(&name).await.map_err(deploy_err)? {
+                ctx.log(
+                    "deploy",
+                    &format!("removing {} (no longer in the compose file)", d.service),
+                );
+                engine.remove_container(&c.id).await.map_err(deploy_err)?;
+            }
+            ctx.summary().removed.push(d.service.clone());
+            ctx.emit(EventKind::Container {
+                service: d.service.clone(),
+                action: "remove".into(),
+            });
+        }
+        {
+            let mut s = ctx.summary();
+            for d in plan
+                .deploy
+                .iter()
+                .filter(|d| d.action == DeployAction::Keep)
+            {
+                s.unchanged.push(d.service.clone());
+            }
+        }
+
+        if !changes.is_empty() && !env.hooks.after_deploy.is_empty() {
+            ctx.step("after_deploy");
+            for task in &env.hooks.after_deploy {
+                self.hook(ctx, task, "after_deploy", desired).await?;
+            }
+        }
+
+        let commit_map: BTreeMap<String, String> = commits
+            .iter()
+            .map(|c| (c.repo.clone(), c.id.clone()))
+            .collect();
+        let record: Vec<DeployedService> = desired
+            .iter()
+            .map(|d| DeployedService {
+                service: d.service.clone(),
+                deploy_key: d.deploy_key.0.clone(),
+                build_key: d.build_key.as_ref().map(|k| k.0.clone()),
+                image: d.spec.image.clone(),
+                commits: commit_map.clone(),
+                spec: serde_json::to_value(&d.spec).unwrap_or_default(),
+            })
+            .collect();
+        if plan.only.is_empty() {
+            self.inner
+                .store
+                .record_deployment(
+                    ctx.id,
+                    &project.name,
+                    &env.name,
+                    &record,
+                    self.inner.clock.now_ms(),
+                )
+                .map_err(|e| StepError::new("deploy", e.to_string()))?;
+        } else {
+            // A partial build records the whole environment as it now stands:
+            // the chosen services from this plan, the others from the last record.
+            let mut merged: BTreeMap<String, DeployedService> = self
+                .inner
+                .store
+                .deployments(&project.name, &env.name, 1)
+                .ok()
+                .and_then(|mut v| v.pop())
+                .map(|d| {
+                    d.services
+                        .into_iter()
+                        .map(|s| (s.service.clone(), s))
+                        .collect()
+                })
+                .unwrap_or_default();
+            for r in record
+                .into_iter()
+                .filter(|r| plan.only.contains(&r.service))
+            {
+                merged.insert(r.service.clone(), r);
+            }
+            let merged: Vec<DeployedService> = merged.into_values().collect();
+            self.inner
+                .store
+                .record_deployment(
+                    ctx.id,
+                    &project.name,
+                    &env.name,
+                    &merged,
+                    self.inner.clock.now_ms(),
+                )
+                .map_err(|e| StepError::new("deploy", e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Create or recreate one container, wait for it, and put the previous
+    /// one back if the new one does not come up.
+    async fn replace_container(
+        &self,
+        ctx: &Arc<JobCtx>,
+        d: &DesiredContainer,
+        action: DeployAction,
+        timeout: Duration,
+    ) -> Result<(), StepError> {
+        let engine = &self.inner.engine;
+        let fail = |e: EngineError| StepError::new("deploy", format!("{}: {e}", d.service));
+        let previous = engine.inspect_container(&d.spec.name).await.map_err(fail)?;
+        let aside = format!("{}-previous-{}", d.spec.name, ctx.id);
+        if let Some(old) = &previous {
+            ctx.log("deploy", &format!("stopping the running {}", d.service));
+            engine.stop_container(&old.id, 10).await.map_err(fail)?;
+            engine
+                .rename_container(&old.id, &aside)
+                .await
+                .map_err(fail)?;
+        }
+        ctx.log(
+            "deploy",
+            &format!("starting {} ({})", d.service, d.spec.image),
+        );
+        let started = match engine.run_container(&d.spec).await {
+            Ok(id) => engine
+                .wait_ready(&id, timeout)
+                .await
+                .map(|_| id)
+                .map_err(|e| (Some(id), e)),
+            Err(e) => Err((None, e)),
+        };
+        match started {
+            Ok(_) => {
+                if let Some(old) = &previous {
+                    engine.remove_container(&old.id).await.map_err(fail)?;
+                }
+                let word = if action == DeployAction::Create {
+                    "create"
+                } else {
+                    "recreate"
+                };
+                {
+                    let mut s = ctx.summary();
+                    if action == DeployAction::Create {
+                        s.created.push(d.service.clone());
+                    } else {
+                        s.recreated.push(d.service.clone());
+                    }
+                }
+                ctx.emit(EventKind::Container {
+                    service: d.service.clone(),
+                    action: word.into(),
+                });
+                Ok(())
+            }
+            Err((new_id, error)) => {
+                let last_lines = match &error {
+                    EngineError::NotReady { last_lines, .. } => last_lines.clone(),
+                    _ => Vec::new(),
+                };
+                if let Some(id) = new_id {
+                    let _ = engine.remove_container(&id).await;
+                }
+                let mut message = format!("{} did not come up: {error}", d.service);
+                if let Some(old) = &previous {
+                    let restored = async {
+                        engine.rename_container(&old.id, &d.spec.name).await?;
+                        engine.start_container(&old.id).await?;
+                        engine.wait_ready(&old.id, timeout).await
+                    }
+                    .await;
+                    match restored {
+                        Ok(()) => {
+                            message.push_str("; the previous container is back in service");
+                            ctx.summary().rolled_back.push(d.service.clone());
+                            ctx.emit(EventKind::Container {
+                                service: d.service.clone(),
+                                action: "rolled-back".into(),
+                            });
+                        }
+                        Err(e) => message.push_str(&format!(
+                            "; putting the previous container back failed too: {e}"
+                        )),
+                    }
+                }
+                Err(StepError {
+                    step: "deploy".into(),
+                    message,
+                    last_lines,
+                })
+            }
+        }
+    }
+
+    /// The container spec of a task: its service's image and environment, or
+    /// its image with the environment's injected variables.
+    fn task_spec(
+        &self,
+        ctx: &JobCtx,
+        task_name: &str,
+        args: &[String],
+        desired: &[DesiredContainer],
+    ) -> Result<ContainerSpec, StepError> {
+        let project = &self.inner.marvin.project;
+        let task = project
+            .task(task_name)
+            .map_err(|e| StepError::new("task", e.to_string()))?;
+        let env = project
+            .environment(&ctx.env)
+            .map_err(|e| StepError::new("task", e.to_string()))?;
+        let mut spec = match (&task.service, &task.image) {
+            (Some(service), _) => {
+                let d = desired.iter().find(|d| &d.service == service).ok_or_else(|| {
+                    StepError::new(
+                        "task",
+                        format!(
+                            "task `{task_name}` runs with service `{service}`, which is not in the compose file; {}",
+                            crate::suggest::hint(service, desired.iter().map(|d| d.service.as_str()))
+                        ),
+                    )
+                })?;
+                let mut s = d.spec.clone();
+                s.ports.clear();
+                s.healthcheck = None;
+                s.restart = None;
+                s.aliases.clear();
+                s
+            }
+            (None, Some(image)) => {
+                let mut env_vars: Vec<(String, String)> = env
+                    .env
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                env_vars.push(("MARVIN_ENV".into(), env.name.clone()));
+                env_vars.push(("MARVIN_PROJECT".into(), project.name.clone()));
+                ContainerSpec {
+                    image: image.clone(),
+                    env: env_vars,
+                    network: crate::desired::network_name(&project.name, &env.name),
+                    ..ContainerSpec::default()
+                }
+            }
+            (None, None) => {
+                return Err(StepError::new(
+                    "task",
+                    format!("task `{task_name}` has neither service nor image"),
+                ));
+            }
+        };
+        spec.name = format!(
+            "{}-{}-task-{}-{}",
+            project.name, env.name, task_name, ctx.id
+        )
+        .to_lowercase();
+        let mut command = task.command.clone();
+        command.extend(args.iter().cloned());
+        if !command.is_empty() {
+            spec.command = Some(command);
+        }
+        spec.labels = BTreeMap::from([
+            (LABEL_PROJECT.to_string(), project.name.clone()),
+            (LABEL_ENV.to_string(), env.name.clone()),
+            (
+                LABEL_SERVICE.to_string(),
+                task.service.clone().unwrap_or_default(),
+            ),
+            (LABEL_ROLE.to_string(), "task".to_string()),
+        ]);
+        Ok(spec)
+    }
+
+    async fn run_task_container(
+        &self,
+        ctx: &Arc<JobCtx>,
+        task: &str,
+        spec: &ContainerSpec,
+    ) -> Result<i64, StepError> {
+        let stream = format!("task:{task}");
+        let log_ctx = Arc::clone(ctx);
+        let stream_for_log = stream.clone();
+        let log = move |line: &str| log_ctx.log(&stream_for_log, line);
+        let network = spec.network.clone();
+        let labels = BTreeMap::from([
+            (
+                LABEL_PROJECT.to_string(),
+                self.inner.marvin.project.name.clone(),
+            ),
+            (LABEL_ENV.to_string(), ctx.env.clone()),
+        ]);
+        self.inner
+            .engine
+            .ensure_network(&network, &labels)
+            .await
+            .map_err(|e| StepError::new("task", e.to_string()))?;
+        self.inner
+            .engine
+            .run_to_completion(spec, &log)
+            .await
+            .map_err(|e| StepError::new("task", format!("task `{task}`: {e}")))
+    }
+
+    async fn hook(
+        &self,
+        ctx: &Arc<JobCtx>,
+        task: &str,
+        event: &str,
+        desired: &[DesiredContainer],
+    ) -> Result<(), StepError> {
+        let spec = self.task_spec(ctx, task, &[], desired)?;
+        let code = self
+            .run_task_container(ctx, task, &spec)
+            .await
+            .map_err(|mut e| {
+                e.step = event.to_string();
+                e
+            })?;
+        if code != 0 {
+            return Err(StepError {
+                step: event.to_string(),
+                message: format!("{event} hook `{task}` exited with code {code}"),
+                last_lines: ctx.last_lines(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn on_failure_hooks(&self, ctx: &Arc<JobCtx>) {
+        let project = &self.inner.marvin.project;
+        let Ok(env) = project.environment(&ctx.env) else {
+            return;
+        };
+        if env.hooks.on_failure.is_empty() {
+            return;
+        }
+        ctx.step("on_failure");
+        let desired = self.last_desired(ctx);
+        for task in &env.hooks.on_failure {
+            if let Ok(spec) = self.task_spec(ctx, task, &[], &desired) {
+                let _ = self.run_task_container(ctx, task, &spec).await;
+            }
+        }
+    }
+
+    /// The containers of the last recorded deployment, for tasks that need a
+    /// service's image without a fresh plan.
+    fn last_desired(&self, ctx: &JobCtx) -> Vec<DesiredContainer> {
+        let project = &self.inner.marvin.project;
+        self.inner
+            .store
+            .deployments(&project.name, &ctx.env, 1)
+            .ok()
+            .and_then(|mut v| v.pop())
+            .map(|d| {
+                d.services
+                    .into_iter()
+                    .filter_map(|s| {
+                        Some(DesiredContainer {
+                            service: s.service,
+                            spec: serde_json::from_value(s.spec).ok()?,
+                            deploy_key: crate::keys::DeployKey(s.deploy_key),
+                            build_key: s.build_key.map(BuildKey),
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    async fn run_task(
+        &self,
+        ctx: &Arc<JobCtx>,
+        task: &str,
+        args: &[String],
+    ) -> Result<(), StepError> {
+        ctx.step("task");
+        let desired = self.last_desired(ctx);
+        let spec = self.task_spec(ctx, task, args, &desired)?;
+        if let Some(service) = &self
+            .inner
+            .marvin
+            .project
+            .task(task)
+            .ok()
+            .and_then(|t| t.service.clone())
+            && !desired.iter().any(|d| &d.service == service)
+        {
+            return Err(StepError::new(
+                "task",
+                format!(
+                    "service `{service}` has not been deployed to {} yet; run `build` first",
+                    ctx.env
+                ),
+            ));
+        }
+        let code = self.run_task_container(ctx, task, &spec).await?;
+        ctx.summary().exit_code = Some(code);
+        if code != 0 {
+            return Err(StepError {
+                step: "task".into(),
+                message: format!("task `{task}` exited with code {code}"),
+                last_lines: ctx.last_lines(),
+            });
+        }
+        Ok(())
+    }
+
+    async fn rollback(&self, ctx: &Arc<JobCtx>, job: Option<JobId>) -> Result<(), StepError> {
+        ctx.step("plan");
+        let project = Arc::clone(&self.inner.marvin.project);
+        let store = &self.inner.store;
+        let err = |m: String| StepError::new("plan", m);
+        let target = match job {
+            Some(j) => store
+                .deployment_of_job(j)
+                .map_err(|e| err(e.to_string()))?
+                .filter(|d| d.env == ctx.env)
+                .ok_or_else(|| {
+                    err(format!(
+                        "job #{j} deployed nothing to {}; see `history`",
+                        ctx.env
+                    ))
+                })?,
+            None => {
+                let mut list = store
+                    .deployments(&project.name, &ctx.env, 2)
+                    .map_err(|e| err(e.to_string()))?;
+                if list.len() < 2 {
+                    return Err(err(format!(
+                        "{} has no earlier deployment to roll back to",
+                        ctx.env
+                    )));
+                }
+                list.remove(1)
+            }
+        };
+        ctx.log(
+            "marvin",
+            &format!("rolling back to the deployment of job #{}", target.job),
+        );
+        let mut desired = Vec::new();
+        for s in &target.services {
+            let spec: ContainerSpec = serde_json::from_value(s.spec.clone())
+                .map_err(|e| err(format!("the record of {} cannot be read: {e}", s.service)))?;
+            desired.push(DesiredContainer {
+                service: s.service.clone(),
+                spec,
+                deploy_key: crate::keys::DeployKey(s.deploy_key.clone()),
+                build_key: s.build_key.clone().map(BuildKey),
+            });
+        }
+        // Images are content-keyed and immutable; rebuild from the recorded commits if pruned.
+        let mut missing = Vec::new();
+        for d in &desired {
+            if d.build_key.is_some()
+                && !self
+                    .inner
+                    .engine
+                    .image_exists(&d.spec.image)
+                    .await
+                    .map_err(|e| err(e.to_string()))?
+            {
+                missing.push(d.service.clone());
+            }
+        }
+        let commits: Vec<Commit>;
+        if !missing.is_empty() {
+            ctx.log(
+                "marvin",
+                &format!(
+                    "images pruned, rebuilding from recorded commits: {}",
+                    missing.join(", ")
+                ),
+            );
+            let recorded = target
+                .services
+                .first()
+                .map(|s| s.commits.clone())
+                .unwrap_or_default();
+            let mirrors = Arc::clone(&self.inner.marvin.mirrors);
+            let env = project
+                .environment(&ctx.env)
+                .map_err(|e| err(e.to_string()))?
+                .clone();
+            let p = Arc::clone(&project);
+            let resolved = tokio::task::spawn_blocking(move || {
+                let mut mounts = Vec::new();
+                for spec in resolve::repo_specs(&p) {
+                    let id = recorded.get(&spec.name).cloned().unwrap_or_default();
+                    let commit = mirrors.commit(&spec, &id)?;
+                    mounts.push((spec, commit));
+                }
+                resolve::resolve_at(&p, &env, &mirrors, mounts)
+            })
+            .await
+            .map_err(|e| err(e.to_string()))?
+            .map_err(|e| err(e.to_string()))?;
+            let plan = self.make_plan(ctx, &resolved, &missing, true).await?;
+            self.build_images(ctx, &resolved, &plan).await?;
+            commits = resolved.commits.clone();
+        } else {
+            commits = Vec::new();
+        }
+        // Diff the recorded containers against what runs now.
+        let observed = self
+            .inner
+            .marvin
+            .observe(&ctx.env)
+            .await
+            .map_err(|e| err(e.to_string()))?;
+        let wanted: BTreeMap<String, crate::keys::DeployKey> = desired
+            .iter()
+            .map(|d| (d.service.clone(), d.deploy_key.clone()))
+            .collect();
+        let deploy = crate::plan::plan_deploy(&wanted, &observed.services);
+        let depends: BTreeMap<String, std::collections::BTreeSet<String>> = desired
+            .iter()
+            .map(|d| (d.service.clone(), Default::default()))
+            .collect();
+        let plan = Plan {
+            project: project.name.clone(),
+            environment: ctx.env.clone(),
+            commits: commits.clone(),
+            builds: Vec::new(),
+            deploy,
+            only: Vec::new(),
+            assumed_empty_engine: false,
+            build_specs: BTreeMap::new(),
+            desired: desired.clone(),
+            waves: crate::plan::deploy_waves(&depends).unwrap_or_default(),
+        };
+        let recorded_commits: Vec<Commit> = target
+            .services
+            .first()
+            .map(|s| {
+                s.commits
+                    .iter()
+                    .map(|(repo, id)| Commit {
+                        repo: repo.clone(),
+                        id: id.clone(),
+                        ..Commit::default()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        ctx.summary().commits = if commits.is_empty() {
+            recorded_commits.clone()
+        } else {
+            commits
+        };
+        self.deploy(ctx, &desired, &plan, &recorded_commits).await
+    }
+
+    /// The jobs of an environment, newest first.
+    pub fn history(&self, env: &str, limit: usize) -> Result<Vec<Job>, SubmitError> {
+        let env = self
+            .inner
+            .marvin
+            .project
+            .environment(env)
+            .map_err(MarvinError::from)?
+            .name
+            .clone();
+        Ok(self
+            .inner
+            .store
+            .jobs(&self.inner.marvin.project.name, Some(&env), limit)?)
+    }
+}
+
+/// The project a runtime serves (for front ends that only hold a runtime).
+pub fn project(runtime: &Runtime) -> &Project {
+    &runtime.inner.marvin.project
+}
