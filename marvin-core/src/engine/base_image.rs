@@ -69,11 +69,8 @@ fn is_static_elf(bytes: &[u8]) -> bool {
         return false;
     }
     let u16_at = |at| read(at, 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
-    let u64_at = |at| {
-        read(at, 8).map(|b| {
-            u64::from_le_bytes(b.try_into().expect("eight bytes were read"))
-        })
-    };
+    let u64_at =
+        |at| read(at, 8).map(|b| u64::from_le_bytes(b.try_into().expect("eight bytes were read")));
     let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38))
     else {
         return false;
@@ -166,7 +163,11 @@ mod tests {
                 "missing {applet}"
             );
         }
-        assert!(entries.iter().any(|(p, k, _)| p == "tmp" && *k == tar::EntryType::Directory));
+        assert!(
+            entries
+                .iter()
+                .any(|(p, k, _)| p == "tmp" && *k == tar::EntryType::Directory)
+        );
     }
 
     #[test]

@@ -51,13 +51,18 @@ impl DockerEngine {
             .ok()
             .filter(|h| !h.is_empty())
             .unwrap_or_else(|| DEFAULT_HOST.to_string());
-        let docker = Docker::connect_with_host(&host).map_err(|e| EngineError::Unreachable {
-            host: host.clone(),
+        Self::connect_to(&host)
+    }
+
+    /// A client for one engine: `unix:///path`, `tcp://host:port` or `http://host:port`. Nothing is sent yet.
+    pub fn connect_to(host: &str) -> Result<Self, EngineError> {
+        let docker = Docker::connect_with_host(host).map_err(|e| EngineError::Unreachable {
+            host: host.to_string(),
             cause: error_chain(&e),
         })?;
         Ok(Self {
             docker,
-            host,
+            host: host.to_string(),
             negotiated: OnceCell::new(),
         })
     }
@@ -120,8 +125,11 @@ impl DockerEngine {
             .changes(changes)
             .build();
         let doing = format!("importing image {reference}");
-        let mut stream =
-            docker.create_image(Some(options), Some(bollard::body_full(rootfs_tar.into())), None);
+        let mut stream = docker.create_image(
+            Some(options),
+            Some(bollard::body_full(rootfs_tar.into())),
+            None,
+        );
         while let Some(item) = stream.next().await {
             let info = item.map_err(|e| self.fail(&doing, e))?;
             if let Some(detail) = info.error_detail {
@@ -294,7 +302,9 @@ impl Engine for DockerEngine {
         let tail = std::sync::Mutex::new(LastLines::default());
         let emit = |line: &str| {
             log(line);
-            tail.lock().expect("log tail lock is never poisoned").push(line);
+            tail.lock()
+                .expect("log tail lock is never poisoned")
+                .push(line);
         };
         let mut lines = LineSplitter::default();
         let mut failure = None;
@@ -351,7 +361,11 @@ impl Engine for DockerEngine {
     async fn remove_image(&self, tag: &str) -> Result<(), EngineError> {
         let docker = self.api().await?;
         match docker
-            .remove_image(tag, None::<bollard::query_parameters::RemoveImageOptions>, None)
+            .remove_image(
+                tag,
+                None::<bollard::query_parameters::RemoveImageOptions>,
+                None,
+            )
             .await
         {
             Ok(_) => Ok(()),
@@ -478,9 +492,9 @@ impl Engine for DockerEngine {
         let docker = self.api().await?;
         let grace = i32::try_from(timeout_s.max(0)).unwrap_or(i32::MAX);
         // The engine answers only once the container is down: allow for the grace period.
-        let docker = docker.clone().with_timeout(
-            REQUEST_TIMEOUT + Duration::from_secs(u64::try_from(grace).unwrap_or(0)),
-        );
+        let docker = docker
+            .clone()
+            .with_timeout(REQUEST_TIMEOUT + Duration::from_secs(u64::try_from(grace).unwrap_or(0)));
         let options = StopContainerOptionsBuilder::new().t(grace).build();
         match docker.stop_container(id, Some(options)).await {
             Ok(()) => Ok(()),
@@ -575,7 +589,9 @@ impl Engine for DockerEngine {
                 .push(line.to_string());
         })
         .await?;
-        let mut lines = lines.into_inner().expect("log lines lock is never poisoned");
+        let mut lines = lines
+            .into_inner()
+            .expect("log lines lock is never poisoned");
         // A partial last line can make one more than asked for.
         let extra = lines.len().saturating_sub(tail);
         lines.drain(..extra);
@@ -1192,7 +1208,10 @@ mod tests {
     #[test]
     fn exited_or_restarting_containers_fail_with_their_state() {
         let exited = container(ContainerState::Exited { code: 3 }, None);
-        assert_eq!(readiness(&exited, true), Readiness::Failed("exited (3)".into()));
+        assert_eq!(
+            readiness(&exited, true),
+            Readiness::Failed("exited (3)".into())
+        );
         let restarting = container(ContainerState::Restarting, None);
         assert_eq!(
             readiness(&restarting, true),
