@@ -661,7 +661,7 @@ impl Engine for DockerEngine {
             ))
             .await
             .map_err(|e| self.fail(&format!("listing images with {described}"), e))?;
-        images.sort_by(|a, b| b.created.cmp(&a.created));
+        images.sort_by_key(|image| std::cmp::Reverse(image.created));
         let mut pending: Vec<String> = images.into_iter().map(|i| i.id).collect();
         for round in 0..3 {
             let mut conflicts = Vec::new();
