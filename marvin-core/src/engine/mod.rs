@@ -9,6 +9,12 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+mod base_image;
+pub mod docker;
+
+pub use base_image::{BUSYBOX_PATH, ensure_busybox_image};
+pub use docker::DockerEngine;
+
 /// Label: the project an object belongs to.
 pub const LABEL_PROJECT: &str = "io.marvin.project";
 /// Label: the environment a container, network or volume belongs to.
@@ -235,6 +241,10 @@ pub enum EngineError {
 }
 
 /// The container engine (DESIGN.md §6). One real implementation: bollard.
+///
+/// Log sinks are spelled `dyn for<'line> Fn(&'line str)`: with the elided
+/// `Fn(&str)`, `async_trait` pins the `&str` to one lifetime and lines made
+/// inside the method could not be passed. Implementations must spell it alike.
 #[async_trait::async_trait]
 pub trait Engine: Send + Sync {
     /// Whether the engine answers.
@@ -249,7 +259,7 @@ pub trait Engine: Send + Sync {
     async fn build_image(
         &self,
         req: BuildRequest,
-        log: &(dyn Fn(&str) + Send + Sync),
+        log: &(dyn for<'line> Fn(&'line str) + Send + Sync),
     ) -> Result<String, EngineError>;
     /// Remove an image by tag.
     async fn remove_image(&self, tag: &str) -> Result<(), EngineError>;
@@ -293,7 +303,7 @@ pub trait Engine: Send + Sync {
     async fn run_to_completion(
         &self,
         spec: &ContainerSpec,
-        log: &(dyn Fn(&str) + Send + Sync),
+        log: &(dyn for<'line> Fn(&'line str) + Send + Sync),
     ) -> Result<i64, EngineError>;
     /// The last `tail` lines of a container's log.
     async fn logs(&self, id: &str, tail: usize) -> Result<Vec<String>, EngineError>;
