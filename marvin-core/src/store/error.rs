@@ -39,7 +39,9 @@ impl fmt::Display for Problem {
             Problem::ReadOnly => f.write_str(
                 "it is read-only (the file, its directory or the filesystem does not allow writing)",
             ),
-            Problem::PermissionDenied => f.write_str("permission denied"),
+            Problem::PermissionDenied => {
+                f.write_str("permission denied: this user may not write the file or its directory")
+            }
             Problem::Busy => {
                 f.write_str("it stayed locked by another Marvin process for too long")
             }
