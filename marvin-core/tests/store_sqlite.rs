@@ -906,7 +906,7 @@ fn an_approval_needs_someone_other_than_the_requester_before_it_expires() {
     );
     assert_eq!(
         store.pending_approvals("shop", T0 + 1).expect("pending"),
-        [asked.clone()]
+        std::slice::from_ref(&asked)
     );
 
     assert_eq!(

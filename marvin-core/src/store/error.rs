@@ -104,9 +104,9 @@ pub enum StoreError {
         problem: Problem,
         /// What the store was doing.
         action: &'static str,
-        /// The underlying error.
+        /// The underlying error (boxed: it is large and rarely looked at).
         #[source]
-        source: rusqlite::Error,
+        source: Box<rusqlite::Error>,
     },
     /// Preparing the file or its directory failed before SQLite was involved.
     #[error("state database {path}: {problem} (while {action})")]
@@ -174,5 +174,62 @@ impl StoreError {
             }
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rusqlite::ffi;
+
+    fn sqlite(code: i32) -> StoreError {
+        let source = rusqlite::Error::SqliteFailure(
+            ffi::Error::new(code),
+            Some("INSERT INTO logs VALUES (1)".into()),
+        );
+        StoreError::Database {
+            path: PathBuf::from("/srv/marvin/.marvin/marvin.db"),
+            problem: Problem::of_sqlite(&source),
+            action: "recording a log line",
+            source: Box::new(source),
+        }
+    }
+
+    #[test]
+    fn sqlite_failures_are_told_in_words_with_the_file_and_without_sql() {
+        for (code, words) in [
+            (ffi::SQLITE_FULL, "the disk is full"),
+            (ffi::SQLITE_READONLY, "it is read-only"),
+            (ffi::SQLITE_BUSY, "locked by another Marvin process"),
+            (ffi::SQLITE_CORRUPT, "corrupt"),
+            (ffi::SQLITE_NOTADB, "not a SQLite database"),
+            (ffi::SQLITE_IOERR, "I/O error"),
+        ] {
+            let message = sqlite(code).to_string();
+            assert!(
+                message.starts_with("state database /srv/marvin/.marvin/marvin.db: "),
+                "{message}"
+            );
+            assert!(message.contains(words), "{message}");
+            assert!(
+                message.ends_with("(while recording a log line)"),
+                "{message}"
+            );
+            assert!(!message.contains("INSERT"), "{message}");
+        }
+    }
+
+    #[test]
+    fn operating_system_refusals_are_classified() {
+        let problem = |kind| Problem::of_io(&io::Error::from(kind));
+        assert_eq!(
+            problem(io::ErrorKind::PermissionDenied),
+            Problem::PermissionDenied
+        );
+        assert_eq!(
+            problem(io::ErrorKind::ReadOnlyFilesystem),
+            Problem::ReadOnly
+        );
+        assert_eq!(problem(io::ErrorKind::StorageFull), Problem::DiskFull);
     }
 }

@@ -118,7 +118,7 @@ impl Store {
             path: path.to_owned(),
             problem: Problem::of_sqlite(&source),
             action,
-            source,
+            source: Box::new(source),
         };
         let mut conn = Connection::open(path).map_err(|e| sql_err("opening", e))?;
         conn.busy_timeout(BUSY_TIMEOUT)
@@ -227,7 +227,7 @@ impl Store {
                 path,
                 problem: Problem::of_sqlite(&source),
                 action,
-                source,
+                source: Box::new(source),
             },
             Fail::NoSuchJob(job) => StoreError::NoSuchJob { path, job },
             Fail::InvalidTransition { job, from, to } => StoreError::InvalidTransition {
@@ -247,7 +247,7 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
         path: path.to_owned(),
         problem: Problem::of_sqlite(&source),
         action: "upgrading the schema",
-        source,
+        source: Box::new(source),
     };
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
