@@ -324,3 +324,40 @@ where
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pragma(store: &Store, name: &str) -> String {
+        store
+            .connection()
+            .pragma_query_value(None, name, |row| row.get::<_, rusqlite::types::Value>(0))
+            .map(|value| match value {
+                rusqlite::types::Value::Integer(i) => i.to_string(),
+                rusqlite::types::Value::Text(t) => t,
+                other => format!("{other:?}"),
+            })
+            .expect("pragma reads")
+    }
+
+    #[test]
+    fn connections_run_wal_with_foreign_keys_and_normal_sync_after_durable_writes() {
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let store = Store::open_in(tmp.path()).expect("open");
+        let job = NewJob {
+            project: "shop".into(),
+            env: "dev".into(),
+            verb: "build".into(),
+            args: vec![],
+            who: "local:alice".into(),
+            origin: "console".into(),
+            trigger: "person".into(),
+        };
+        store.create_job(&job, 1).expect("durable write");
+        assert_eq!(pragma(&store, "journal_mode"), "wal");
+        assert_eq!(pragma(&store, "foreign_keys"), "1");
+        assert_eq!(pragma(&store, "synchronous"), "1", "NORMAL is restored");
+        assert_eq!(pragma(&store, "busy_timeout"), "10000");
+    }
+}
