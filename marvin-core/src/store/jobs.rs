@@ -1,0 +1,324 @@
+//! Jobs, their events and their logs.
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use super::{
+    Durability, Event, Fail, Job, JobId, JobState, LogLine, NewJob, Store, StoreError, json_column,
+    json_column_opt, json_text, parsed_column, sql_limit,
+};
+
+const JOB_COLUMNS: &str = "id, project, env, verb, args, who, origin, trigger, state, \
+                           created_ms, started_ms, finished_ms, result, error";
+
+fn job_from_row(row: &Row<'_>) -> rusqlite::Result<Job> {
+    Ok(Job {
+        id: row.get(0)?,
+        project: row.get(1)?,
+        env: row.get(2)?,
+        verb: row.get(3)?,
+        args: json_column(row, 4)?,
+        who: row.get(5)?,
+        origin: row.get(6)?,
+        trigger: row.get(7)?,
+        state: parsed_column(row, 8)?,
+        created_ms: row.get(9)?,
+        started_ms: row.get(10)?,
+        finished_ms: row.get(11)?,
+        result: json_column_opt(row, 12)?,
+        error: row.get(13)?,
+    })
+}
+
+fn job_state(conn: &Connection, id: JobId) -> Result<JobState, Fail> {
+    let state: Option<String> = conn
+        .query_row("SELECT state FROM jobs WHERE id = ?1", [id], |row| {
+            row.get(0)
+        })
+        .optional()?;
+    let state = state.ok_or(Fail::NoSuchJob(id))?;
+    state.parse().map_err(|e: super::UnknownJobState| {
+        Fail::Sql(rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            Box::new(e),
+        ))
+    })
+}
+
+fn query_jobs(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<Job>, Fail> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let jobs = stmt
+        .query_map(params, job_from_row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(jobs)
+}
+
+impl Store {
+    /// Persists a new job in state `queued` and returns it with its number.
+    pub fn create_job(&self, job: &NewJob, now_ms: i64) -> Result<Job, StoreError> {
+        self.write("creating a job", Durability::Full, |tx| {
+            tx.execute(
+                "INSERT INTO jobs (project, env, verb, args, who, origin, trigger, state, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8)",
+                params![
+                    job.project,
+                    job.env,
+                    job.verb,
+                    json_text(&job.args),
+                    job.who,
+                    job.origin,
+                    job.trigger,
+                    now_ms
+                ],
+            )?;
+            Ok(Job {
+                id: tx.last_insert_rowid(),
+                project: job.project.clone(),
+                env: job.env.clone(),
+                verb: job.verb.clone(),
+                args: job.args.clone(),
+                who: job.who.clone(),
+                origin: job.origin.clone(),
+                trigger: job.trigger.clone(),
+                state: JobState::Queued,
+                created_ms: now_ms,
+                started_ms: None,
+                finished_ms: None,
+                result: None,
+                error: None,
+            })
+        })
+    }
+
+    /// Marks a queued job running. Any other state is an `InvalidTransition`.
+    pub fn start_job(&self, id: JobId, now_ms: i64) -> Result<(), StoreError> {
+        self.write("starting a job", Durability::Normal, |tx| {
+            let from = job_state(tx, id)?;
+            if from != JobState::Queued {
+                return Err(Fail::InvalidTransition {
+                    job: id,
+                    from,
+                    to: JobState::Running,
+                });
+            }
+            tx.execute(
+                "UPDATE jobs SET state = 'running', started_ms = ?2 WHERE id = ?1",
+                params![id, now_ms],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// Moves a queued or running job to a finished `state`, with its summary
+    /// and error. A finished job cannot be finished again, and `state` must be
+    /// a finished one; both are an `InvalidTransition`.
+    pub fn finish_job(
+        &self,
+        id: JobId,
+        state: JobState,
+        result: Option<&serde_json::Value>,
+        error: Option<&str>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.write("finishing a job", Durability::Full, |tx| {
+            let from = job_state(tx, id)?;
+            if from.is_finished() || !state.is_finished() {
+                return Err(Fail::InvalidTransition {
+                    job: id,
+                    from,
+                    to: state,
+                });
+            }
+            tx.execute(
+                "UPDATE jobs SET state = ?2, finished_ms = ?3, result = ?4, error = ?5 WHERE id = ?1",
+                params![id, state.as_str(), now_ms, result.map(json_text), error],
+            )?;
+            Ok(())
+        })
+    }
+
+    /// The job with this number, if any.
+    pub fn job(&self, id: JobId) -> Result<Option<Job>, StoreError> {
+        self.read("reading a job", |conn| {
+            let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1");
+            Ok(conn.query_row(&sql, [id], job_from_row).optional()?)
+        })
+    }
+
+    /// The project's latest `limit` jobs, in one environment or all, newest first.
+    pub fn jobs(
+        &self,
+        project: &str,
+        env: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Job>, StoreError> {
+        self.read("listing jobs", |conn| {
+            let sql = format!(
+                "SELECT {JOB_COLUMNS} FROM jobs
+                 WHERE project = ?1 AND (?2 IS NULL OR env = ?2)
+                 ORDER BY id DESC LIMIT ?3"
+            );
+            query_jobs(conn, &sql, params![project, env, sql_limit(limit)])
+        })
+    }
+
+    /// The project's queued and running jobs, in one environment or all,
+    /// oldest first (queue order).
+    pub fn active_jobs(&self, project: &str, env: Option<&str>) -> Result<Vec<Job>, StoreError> {
+        self.read("listing active jobs", |conn| {
+            let sql = format!(
+                "SELECT {JOB_COLUMNS} FROM jobs
+                 WHERE state IN ('queued', 'running')
+                   AND project = ?1 AND (?2 IS NULL OR env = ?2)
+                 ORDER BY id"
+            );
+            query_jobs(conn, &sql, params![project, env])
+        })
+    }
+
+    /// On start-up: every job left queued or running becomes interrupted
+    /// (finished at `now_ms`); returns them, oldest first, as they are now.
+    pub fn interrupt_unfinished(&self, now_ms: i64) -> Result<Vec<Job>, StoreError> {
+        self.write("interrupting unfinished jobs", Durability::Full, |tx| {
+            let sql = format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ('queued', 'running') ORDER BY id"
+            );
+            let mut jobs = query_jobs(tx, &sql, [])?;
+            tx.execute(
+                "UPDATE jobs SET state = 'interrupted', finished_ms = ?1
+                 WHERE state IN ('queued', 'running')",
+                [now_ms],
+            )?;
+            for job in &mut jobs {
+                job.state = JobState::Interrupted;
+                job.finished_ms = Some(now_ms);
+            }
+            Ok(jobs)
+        })
+    }
+
+    /// Appends an event to a job; returns its `seq` (1, 2, ...).
+    pub fn add_event(
+        &self,
+        job: JobId,
+        kind: &str,
+        data: &serde_json::Value,
+        now_ms: i64,
+    ) -> Result<i64, StoreError> {
+        self.write("recording an event", Durability::Normal, |tx| {
+            // Selecting from jobs inserts nothing for an unknown job, which
+            // tells it apart from a foreign-key failure.
+            let seq: Option<i64> = tx
+                .query_row(
+                    "INSERT INTO events (job, seq, at_ms, kind, data)
+                     SELECT id, COALESCE((SELECT MAX(seq) FROM events WHERE job = ?1), 0) + 1,
+                            ?2, ?3, ?4
+                     FROM jobs WHERE id = ?1
+                     RETURNING seq",
+                    params![job, now_ms, kind, json_text(data)],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            seq.ok_or(Fail::NoSuchJob(job))
+        })
+    }
+
+    /// A job's events in order (empty for an unknown job).
+    pub fn events(&self, job: JobId) -> Result<Vec<Event>, StoreError> {
+        self.read("reading events", |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT job, seq, at_ms, kind, data FROM events WHERE job = ?1 ORDER BY seq",
+            )?;
+            let events = stmt
+                .query_map([job], |row| {
+                    Ok(Event {
+                        job: row.get(0)?,
+                        seq: row.get(1)?,
+                        at_ms: row.get(2)?,
+                        kind: row.get(3)?,
+                        data: json_column(row, 4)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(events)
+        })
+    }
+
+    /// Appends one line to a job's log.
+    pub fn add_log(
+        &self,
+        job: JobId,
+        stream: &str,
+        line: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.write("recording a log line", Durability::Normal, |tx| {
+            insert_logs(tx, job, [(stream, line)], now_ms)
+        })
+    }
+
+    /// Appends `(stream, line)` pairs to a job's log in one transaction.
+    pub fn add_logs(
+        &self,
+        job: JobId,
+        lines: &[(String, String)],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.write("recording log lines", Durability::Normal, |tx| {
+            insert_logs(
+                tx,
+                job,
+                lines.iter().map(|(s, l)| (s.as_str(), l.as_str())),
+                now_ms,
+            )
+        })
+    }
+
+    /// A job's log in order; with `tail`, only the last that many lines.
+    pub fn logs(&self, job: JobId, tail: Option<usize>) -> Result<Vec<LogLine>, StoreError> {
+        self.read("reading logs", |conn| {
+            let sql = "SELECT job, seq, at_ms, stream, line FROM (
+                           SELECT * FROM logs WHERE job = ?1 ORDER BY seq DESC LIMIT ?2
+                       ) ORDER BY seq";
+            let limit = tail.map_or(-1, sql_limit); // SQLite: a negative LIMIT is no limit
+            let mut stmt = conn.prepare_cached(sql)?;
+            let lines = stmt
+                .query_map(params![job, limit], |row| {
+                    Ok(LogLine {
+                        job: row.get(0)?,
+                        seq: row.get(1)?,
+                        at_ms: row.get(2)?,
+                        stream: row.get(3)?,
+                        line: row.get(4)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(lines)
+        })
+    }
+}
+
+fn insert_logs<'a>(
+    conn: &Connection,
+    job: JobId,
+    lines: impl IntoIterator<Item = (&'a str, &'a str)>,
+    now_ms: i64,
+) -> Result<(), Fail> {
+    job_state(conn, job)?;
+    let last: i64 = conn.query_row(
+        "SELECT COALESCE(MAX(seq), 0) FROM logs WHERE job = ?1",
+        [job],
+        |row| row.get(0),
+    )?;
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO logs (job, seq, at_ms, stream, line) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for (seq, (stream, line)) in (last + 1..).zip(lines) {
+        stmt.execute(params![job, seq, now_ms, stream, line])?;
+    }
+    Ok(())
+}
