@@ -248,6 +248,20 @@ impl Engine for DockerEngine {
             .collect())
     }
 
+    async fn image_with_key(&self, project: &str, key: &str) -> Result<Option<String>, EngineError> {
+        let docker = self.api().await?;
+        let filters = label_filters(&BTreeMap::from([
+            (LABEL_PROJECT.to_string(), project.to_string()),
+            (LABEL_BUILD_KEY.to_string(), key.to_string()),
+        ]));
+        let options = ListImagesOptionsBuilder::new().filters(&filters).build();
+        let images = docker
+            .list_images(Some(options))
+            .await
+            .map_err(|e| self.fail(&format!("looking up the image with key {key}"), e))?;
+        Ok(images.into_iter().next().map(|image| image.id))
+    }
+
     async fn image_exists(&self, tag: &str) -> Result<bool, EngineError> {
         let docker = self.api().await?;
         match docker.inspect_image(tag).await {

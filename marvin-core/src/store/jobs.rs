@@ -201,6 +201,114 @@ impl Store {
         })
     }
 
+    /// Who runs each queued or running job of a project: `(job, owner,
+    /// heartbeat_ms, created_ms)`, so a new process can tell which ones
+    /// belong to a process that is gone.
+    pub fn active_owners(&self, project: &str) -> Result<Vec<(JobId, Option<String>, Option<i64>, i64)>, StoreError> {
+        self.read("listing job owners", |conn| {
+            let mut stmt = conn.prepare(
+                "SELECT id, owner, heartbeat_ms, created_ms FROM jobs
+                 WHERE project = ?1 AND state IN ('queued', 'running') ORDER BY id",
+            )?;
+            let rows = stmt
+                .query_map([project], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+    }
+
+    /// These jobs, if still queued or running, become interrupted; returns those that did.
+    pub fn interrupt_jobs(&self, ids: &[JobId], now_ms: i64) -> Result<Vec<Job>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.write("interrupting jobs", Durability::Full, |tx| {
+            let mut out = Vec::new();
+            for id in ids {
+                let n = tx.execute(
+                    "UPDATE jobs SET state = 'interrupted', finished_ms = ?1
+                     WHERE id = ?2 AND state IN ('queued', 'running')",
+                    params![now_ms, id],
+                )?;
+                if n > 0 {
+                    let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1");
+                    out.extend(query_jobs(tx, &sql, [id])?);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// Take the environment's slot: the job becomes running only when no
+    /// other job of its environment runs and no older one is queued (one job
+    /// at a time per environment, first come first served, across processes).
+    pub fn try_start_job(&self, id: JobId, owner: &str, now_ms: i64) -> Result<bool, StoreError> {
+        self.write("starting a job", Durability::Normal, |tx| {
+            let blocked: bool = tx.query_row(
+                "SELECT EXISTS (
+                    SELECT 1 FROM jobs o, jobs j WHERE j.id = ?1
+                      AND o.project = j.project AND o.env = j.env AND o.id != j.id
+                      AND (o.state = 'running' OR (o.state = 'queued' AND o.id < j.id)))",
+                [id],
+                |r| r.get(0),
+            )?;
+            if blocked {
+                return Ok(false);
+            }
+            let n = tx.execute(
+                "UPDATE jobs SET state = 'running', started_ms = ?2, owner = ?3, heartbeat_ms = ?2
+                 WHERE id = ?1 AND state = 'queued'",
+                params![id, now_ms, owner],
+            )?;
+            Ok(n > 0)
+        })
+    }
+
+    /// The process running these jobs is alive: record it and the time.
+    pub fn heartbeat(&self, jobs: &[JobId], owner: &str, now_ms: i64) -> Result<(), StoreError> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        self.write("recording a heartbeat", Durability::Normal, |tx| {
+            for id in jobs {
+                tx.execute(
+                    "UPDATE jobs SET owner = ?1, heartbeat_ms = ?2 WHERE id = ?3 AND state IN ('queued', 'running')",
+                    params![owner, now_ms, id],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Ask whichever process runs a job to cancel it. False when the job is not queued or running.
+    pub fn request_cancel(&self, job: JobId, now_ms: i64) -> Result<bool, StoreError> {
+        self.write("requesting a cancel", Durability::Full, |tx| {
+            let n = tx.execute(
+                "UPDATE jobs SET cancel_requested_ms = ?1 WHERE id = ?2 AND state IN ('queued', 'running')",
+                params![now_ms, job],
+            )?;
+            Ok(n > 0)
+        })
+    }
+
+    /// Of these jobs, the ones someone asked to cancel.
+    pub fn cancel_requests(&self, jobs: &[JobId]) -> Result<Vec<JobId>, StoreError> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.read("reading cancel requests", |conn| {
+            let mut out = Vec::new();
+            let mut stmt = conn.prepare("SELECT cancel_requested_ms IS NOT NULL FROM jobs WHERE id = ?1")?;
+            for id in jobs {
+                let asked: bool = stmt.query_row([id], |r| r.get(0)).unwrap_or(false);
+                if asked {
+                    out.push(*id);
+                }
+            }
+            Ok(out)
+        })
+    }
+
     /// Appends an event to a job; returns its `seq` (1, 2, ...).
     pub fn add_event(
         &self,

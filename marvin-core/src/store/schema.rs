@@ -103,6 +103,14 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX approvals_pending ON approvals (project, expires_ms) WHERE state = 'pending';
     "#,
+    // 2: which process runs a job (so another process never marks it
+    // interrupted while it lives), its heartbeat, and cancel requests from
+    // other processes.
+    r#"
+    ALTER TABLE jobs ADD COLUMN owner TEXT;
+    ALTER TABLE jobs ADD COLUMN heartbeat_ms INTEGER;
+    ALTER TABLE jobs ADD COLUMN cancel_requested_ms INTEGER;
+    "#,
 ];
 
 /// The schema version this build writes.
