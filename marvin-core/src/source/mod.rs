@@ -9,6 +9,8 @@
 //!
 //! Everything here blocks; async callers use `tokio::task::spawn_blocking`.
 
+mod context;
+pub mod dockerignore;
 mod mirror;
 mod path;
 mod workspace;
@@ -165,6 +167,28 @@ pub enum SourceError {
         path: String,
         /// What it is.
         found: &'static str,
+    },
+    /// The build context directory exists in no repo.
+    #[error("build context `{path}` does not exist in the workspace")]
+    ContextNotFound {
+        /// The context path as given.
+        path: String,
+    },
+    /// The context's `.dockerignore` cannot be read.
+    #[error("{path}: {source}")]
+    DockerIgnore {
+        /// The workspace path of the `.dockerignore`.
+        path: String,
+        /// Which line and why.
+        source: dockerignore::DockerIgnoreError,
+    },
+    /// Writing the tar archive failed (a name tar cannot hold).
+    #[error("build context: cannot archive `{path}`: {cause}")]
+    Tar {
+        /// The path inside the context.
+        path: String,
+        /// Why.
+        cause: String,
     },
     /// Two repos given to one workspace with the same mount path.
     #[error("repos `{first}` and `{second}` are both mounted at `{path}`")]
