@@ -202,6 +202,40 @@ fn branch_deleted_on_the_remote_disappears_from_the_mirror() {
 }
 
 #[test]
+fn branch_replaced_by_a_branch_beneath_its_name_is_fetched() {
+    let p = Project::new();
+    let (_, fe) = p.specs();
+    p.frontend.git(&["branch", "feature"]);
+    p.mirrors.sync(&fe).expect("sync");
+    p.frontend.git(&["branch", "-D", "feature"]);
+    p.frontend.git(&["branch", "feature/login"]);
+    p.mirrors
+        .sync(&fe)
+        .expect("`feature` is pruned before `feature/login` is written");
+    assert_eq!(
+        p.mirrors.resolve(&fe, "feature/login").expect("resolve").id,
+        p.frontend.rev_parse("feature/login")
+    );
+}
+
+#[test]
+fn an_empty_remote_syncs_and_has_no_branches() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let empty = GitRepo::init(tmp.path(), "empty");
+    let spec = empty.spec("empty", "");
+    let mirrors = Mirrors::new(tmp.path().join("data"));
+    mirrors
+        .sync(&spec)
+        .expect("an empty repo is not an error to fetch");
+    let err = mirrors.resolve(&spec, "master").expect_err("no branches");
+    assert!(
+        err.to_string()
+            .ends_with("branch `master` not found; the repo has no branches"),
+        "{err}"
+    );
+}
+
+#[test]
 fn resolve_reports_what_git_log_shows() {
     let p = Project::new();
     let (be, _) = p.specs();

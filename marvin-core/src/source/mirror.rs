@@ -220,24 +220,33 @@ fn fetch(repo: &RepoSpec, mirror: &gix::Repository) -> Result<(), SourceError> {
         .with_fetch_tags(gix::remote::fetch::Tags::None)
         .with_refspecs([MIRROR_REFSPEC], Direction::Fetch)
         .map_err(cause)?;
-    let outcome = remote
+    let prepare = remote
         .connect(Direction::Fetch)
         .map_err(cause)?
         .prepare_fetch(gix::progress::Discard, Default::default())
-        .map_err(cause)?
+        .map_err(cause)?;
+    // Prune before receiving: a deleted `feature` must go before `feature/x` can be written.
+    prune(repo, mirror, &prepare.ref_map().remote_refs)?;
+    prepare
         .receive(gix::progress::Discard, &AtomicBool::new(false))
         .map_err(cause)?;
-    let on_remote: HashSet<&[u8]> = outcome
-        .ref_map
-        .remote_refs
+    Ok(())
+}
+
+/// Delete the mirror's branches that the remote no longer advertises.
+fn prune(
+    repo: &RepoSpec,
+    mirror: &gix::Repository,
+    remote_refs: &[gix::protocol::handshake::Ref],
+) -> Result<(), SourceError> {
+    use gix::protocol::handshake::Ref;
+    let on_remote: HashSet<&[u8]> = remote_refs
         .iter()
         .filter_map(|r| match r {
-            gix::protocol::handshake::Ref::Direct { full_ref_name, .. }
-            | gix::protocol::handshake::Ref::Peeled { full_ref_name, .. }
-            | gix::protocol::handshake::Ref::Symbolic { full_ref_name, .. } => {
-                Some(full_ref_name.as_slice())
-            }
-            gix::protocol::handshake::Ref::Unborn { .. } => None,
+            Ref::Direct { full_ref_name, .. }
+            | Ref::Peeled { full_ref_name, .. }
+            | Ref::Symbolic { full_ref_name, .. } => Some(full_ref_name.as_slice()),
+            Ref::Unborn { .. } => None,
         })
         .collect();
     let stale: Vec<gix::refs::FullName> = mirror
