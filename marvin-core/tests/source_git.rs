@@ -236,6 +236,31 @@ fn an_empty_remote_syncs_and_has_no_branches() {
 }
 
 #[test]
+fn concurrent_syncs_and_lookups_share_one_mirror_and_workspace() {
+    let p = Project::new();
+    let (be, _) = p.specs();
+    std::thread::scope(|scope| {
+        let syncs: Vec<_> = (0..4)
+            .map(|_| scope.spawn(|| p.mirrors.sync(&be)))
+            .collect();
+        for sync in syncs {
+            sync.join()
+                .expect("thread")
+                .expect("every concurrent sync succeeds");
+        }
+    });
+    let ws = p.workspace();
+    let expected = ws.dir_id("api").expect("dir_id");
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            let ws = ws.clone();
+            let expected = expected.clone();
+            scope.spawn(move || assert_eq!(ws.dir_id("api").expect("dir_id"), expected));
+        }
+    });
+}
+
+#[test]
 fn resolve_reports_what_git_log_shows() {
     let p = Project::new();
     let (be, _) = p.specs();
