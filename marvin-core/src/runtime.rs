@@ -271,7 +271,7 @@ struct Inner {
     store: Store,
     clock: Arc<dyn Clock>,
     events: broadcast::Sender<JobEvent>,
-    env_slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    owner: String,
     build_slots: Semaphore,
     inflight: Mutex<HashMap<BuildKey, BuildCell>>,
     cancels: Mutex<HashMap<JobId, CancellationToken>>,
@@ -408,7 +408,11 @@ impl Runtime {
         store: Store,
         clock: Arc<dyn Clock>,
     ) -> Result<Runtime, SubmitError> {
-        store.interrupt_unfinished(clock.now_ms())?;
+        let interrupted = sweep_abandoned(&store, &marvin.project.name, clock.now_ms())?;
+        if !interrupted.is_empty() {
+            let ids: Vec<String> = interrupted.iter().map(|j| format!("#{}", j.id)).collect();
+            tracing::warn!("jobs left unfinished by a process that is gone are now interrupted: {}", ids.join(", "));
+        }
         let concurrency = marvin
             .project
             .settings
@@ -419,19 +423,26 @@ impl Runtime {
                     .unwrap_or(2)
             });
         let (events, _) = broadcast::channel(4096);
-        Ok(Runtime {
+        let runtime = Runtime {
             inner: Arc::new(Inner {
                 marvin,
                 engine,
                 store,
                 clock,
                 events,
-                env_slots: Mutex::new(HashMap::new()),
+                owner: owner_id(),
                 build_slots: Semaphore::new(concurrency),
                 inflight: Mutex::new(HashMap::new()),
                 cancels: Mutex::new(HashMap::new()),
             }),
-        })
+        };
+        tokio::spawn(maintain(Arc::downgrade(&runtime.inner)));
+        Ok(runtime)
+    }
+
+    /// Jobs this runtime interrupted at start because their process was gone.
+    pub fn owner(&self) -> &str {
+        &self.inner.owner
     }
 
     /// Every job event from now on.
@@ -523,23 +534,22 @@ impl Runtime {
         }
     }
 
-    fn env_slot(&self, env: &str) -> Arc<tokio::sync::Mutex<()>> {
-        Arc::clone(
-            self.inner
-                .env_slots
-                .lock()
-                .expect("slot lock")
-                .entry(env.to_string())
-                .or_default(),
-        )
-    }
-
     async fn run_job(self, ctx: Arc<JobCtx>, kind: JobKind) -> JobSummary {
         ctx.emit(EventKind::Queued);
-        let slot = self.env_slot(&ctx.env);
-        let guard = tokio::select! {
-            g = slot.lock() => Some(g),
-            _ = ctx.cancel.cancelled() => None,
+        // The environment's slot is taken in the store, so jobs queue across
+        // processes too (a console build while `marvin serve` runs).
+        let guard = loop {
+            match self.inner.store.try_start_job(ctx.id, &self.inner.owner, self.inner.clock.now_ms()) {
+                Ok(true) => break Some(()),
+                Ok(false) => {}
+                Err(e) => {
+                    ctx.log("marvin", &format!("cannot take the environment's slot: {e}"));
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = ctx.cancel.cancelled() => break None,
+            }
         };
         let started = Instant::now();
         let outcome = match guard {
@@ -1143,11 +1153,10 @@ impl Runtime {
             &format!("starting {} ({})", d.service, d.spec.image),
         );
         let started = match engine.run_container(&d.spec).await {
-            Ok(id) => engine
-                .wait_ready(&id, timeout)
-                .await
-                .map(|_| id)
-                .map_err(|e| (Some(id), e)),
+            Ok(id) => match engine.wait_ready(&id, timeout).await {
+                Ok(()) => Ok(id),
+                Err(e) => Err((Some(id), e)),
+            },
             Err(e) => Err((None, e)),
         };
         match started {
@@ -1586,6 +1595,69 @@ impl Runtime {
             .inner
             .store
             .jobs(&self.inner.marvin.project.name, Some(&env), limit)?)
+    }
+}
+
+/// This process, as recorded on the jobs it runs: `host:pid`.
+fn owner_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    format!("{host}:{}", std::process::id())
+}
+
+/// A job whose owner is gone: on this host, its pid no longer runs; on
+/// another host (or unknown), no heartbeat for [`STALE_MS`].
+const STALE_MS: i64 = 15_000;
+
+fn owner_alive(owner: Option<&str>, heartbeat_ms: Option<i64>, created_ms: i64, now_ms: i64) -> bool {
+    let me = owner_id();
+    let (my_host, _) = me.rsplit_once(':').unwrap_or((&me, ""));
+    if let Some((host, pid)) = owner.and_then(|o| o.rsplit_once(':'))
+        && host == my_host
+    {
+        return std::path::Path::new(&format!("/proc/{pid}")).exists() || !std::path::Path::new("/proc/self").exists();
+    }
+    now_ms - heartbeat_ms.unwrap_or(created_ms) < STALE_MS
+}
+
+/// Mark as interrupted every unfinished job whose process is gone.
+fn sweep_abandoned(store: &Store, project: &str, now_ms: i64) -> Result<Vec<Job>, crate::store::StoreError> {
+    let dead: Vec<JobId> = store
+        .active_owners(project)?
+        .into_iter()
+        .filter(|(_, owner, heartbeat, created)| !owner_alive(owner.as_deref(), *heartbeat, *created, now_ms))
+        .map(|(id, ..)| id)
+        .collect();
+    store.interrupt_jobs(&dead, now_ms)
+}
+
+/// Once a second while the runtime lives: heartbeat its jobs, honour cancel
+/// requests made by other processes, interrupt jobs of processes that died.
+async fn maintain(inner: std::sync::Weak<Inner>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        let ids: Vec<JobId> = inner.cancels.lock().expect("cancel lock").keys().copied().collect();
+        let now = inner.clock.now_ms();
+        let store = inner.store.clone();
+        let owner = inner.owner.clone();
+        let project = inner.marvin.project.name.clone();
+        let ids_for_store = ids.clone();
+        let asked = tokio::task::spawn_blocking(move || {
+            let _ = store.heartbeat(&ids_for_store, &owner, now);
+            let _ = sweep_abandoned(&store, &project, now);
+            store.cancel_requests(&ids_for_store).unwrap_or_default()
+        })
+        .await
+        .unwrap_or_default();
+        let cancels = inner.cancels.lock().expect("cancel lock");
+        for id in asked {
+            if let Some(token) = cancels.get(&id) {
+                token.cancel();
+            }
+        }
     }
 }
 

@@ -48,6 +48,11 @@ impl Mirrors {
         Ok(self.root.join(format!("{name}.git")))
     }
 
+    /// Whether the mirror of this repo exists (a first sync has completed).
+    pub fn has(&self, repo: &RepoSpec) -> bool {
+        self.mirror_dir(repo).map(|d| d.is_dir()).unwrap_or(false)
+    }
+
     /// Clone (bare, mirror refspec +refs/heads/*:refs/heads/*) when absent, else fetch incrementally.
     ///
     /// Branches deleted on the remote are deleted in the mirror too. A first

@@ -43,7 +43,7 @@ impl RepoSpec {
 }
 
 /// A resolved commit, shown in reports.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Commit {
     /// The repo's name.
     pub repo: String,
