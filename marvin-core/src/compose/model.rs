@@ -85,7 +85,7 @@ pub struct Build {
     pub args: BTreeMap<String, String>,
     /// Multi-stage target.
     pub target: Option<String>,
-    /// Target platform (`build.platform`, else the service's `platform`).
+    /// Target platform: the first of `build.platforms`, else the service's `platform`.
     pub platform: Option<String>,
 }
 
@@ -357,9 +357,6 @@ impl Reader<'_> {
                 }
                 if let Some(v) = get("platforms").and_then(|p| p.get(0)) {
                     build.platform = Some(self.string(v, &path.key("platforms").index(0))?);
-                }
-                if let Some(v) = get("platform") {
-                    build.platform = Some(self.string(v, &path.key("platform"))?);
                 }
             }
             other => build.context = self.string(other, path)?,
