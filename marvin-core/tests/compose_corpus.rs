@@ -41,7 +41,11 @@ fn every_corpus_file_parses_and_validates() {
         .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
         .collect();
     files.sort();
-    assert!(files.len() >= 20, "expected the 20 corpus files, found {}", files.len());
+    assert!(
+        files.len() >= 20,
+        "expected the 20 corpus files, found {}",
+        files.len()
+    );
     let mut failures = Vec::new();
     for path in &files {
         let name = path.file_name().expect("a file name").to_string_lossy();
@@ -54,7 +58,11 @@ fn every_corpus_file_parses_and_validates() {
             Err(e) => failures.push(e.to_string()),
         }
     }
-    assert!(failures.is_empty(), "corpus files rejected:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "corpus files rejected:\n{}",
+        failures.join("\n")
+    );
 }
 
 #[test]

@@ -103,9 +103,7 @@ fn v1_service(value: Value) -> Value {
         if let Some(o) = options {
             logging.insert("options".to_string(), o);
         }
-        service
-            .entry("logging")
-            .or_insert(Value::Object(logging));
+        service.entry("logging").or_insert(Value::Object(logging));
     }
     Value::Object(service)
 }

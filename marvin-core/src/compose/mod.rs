@@ -117,7 +117,11 @@ pub enum ComposeError {
         message: String,
     },
     /// `${VAR:?message}` or `${VAR?message}` met an unset (or empty) variable.
-    #[error("{}: variable `{name}` is required{}", at_path(file, path), colon(message))]
+    #[error(
+        "{}: variable `{name}` is required{}",
+        at_path(file, path),
+        colon(message)
+    )]
     RequiredVariable {
         /// The file, as the caller named it.
         file: String,

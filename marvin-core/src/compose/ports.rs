@@ -19,7 +19,9 @@ pub struct PortMapping {
 /// (`9000-9010:80`) stays a range for the engine to pick from.
 pub fn parse_port(spec: &str) -> Result<Vec<PortMapping>, String> {
     let bad = |why: &str| {
-        format!("port `{spec}` {why}; write `[[HOST_IP:]PUBLISHED:]TARGET[/PROTOCOL]`, e.g. `8080:80`")
+        format!(
+            "port `{spec}` {why}; write `[[HOST_IP:]PUBLISHED:]TARGET[/PROTOCOL]`, e.g. `8080:80`"
+        )
     };
     let (rest, protocol) = match spec.rsplit_once('/') {
         Some((rest, p)) if matches!(p, "tcp" | "udp" | "sctp") => (rest, p),
@@ -61,10 +63,9 @@ pub fn parse_port(spec: &str) -> Result<Vec<PortMapping>, String> {
             .zip(targets)
             .map(|(p, t)| mapping(Some(p.to_string()), t))
             .collect()),
-        Some(_) if targets.len() == 1 => Ok(vec![mapping(
-            published.map(str::to_string),
-            targets[0],
-        )]),
+        Some(_) if targets.len() == 1 => {
+            Ok(vec![mapping(published.map(str::to_string), targets[0])])
+        }
         Some(_) => Err(bad("has port ranges of different lengths")),
     }
 }

@@ -64,15 +64,13 @@ fn placeholder(s: &str) -> Option<(Inner<'_>, usize)> {
     let after_open = s.strip_prefix("{{")?;
     let inner_start = after_open.len() - after_open.trim_start_matches([' ', '\t']).len();
     let body = &after_open[inner_start..];
-    let (inner, body_len) = if let Some(quoted) = ["'{{'", "'}}'"]
-        .into_iter()
-        .find(|q| body.starts_with(q))
-    {
-        (Inner::Literal(&quoted[1..3]), quoted.len())
-    } else {
-        let len = name_len(body)?;
-        (Inner::Name(&body[..len]), len)
-    };
+    let (inner, body_len) =
+        if let Some(quoted) = ["'{{'", "'}}'"].into_iter().find(|q| body.starts_with(q)) {
+            (Inner::Literal(&quoted[1..3]), quoted.len())
+        } else {
+            let len = name_len(body)?;
+            (Inner::Name(&body[..len]), len)
+        };
     let after_inner = &body[body_len..];
     let spaces = after_inner.len() - after_inner.trim_start_matches([' ', '\t']).len();
     after_inner[spaces..].strip_prefix("}}")?;

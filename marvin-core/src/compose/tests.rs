@@ -43,7 +43,12 @@ fn interp(text: &str, pairs: &[(&str, &str)]) -> Result<String, InterpolationErr
 fn template_fills_placeholders_with_or_without_spaces() {
     let v = vars(&[("CLUSTER_TYPE", "java-dev"), ("env.file", "envs/dev.env")]);
     assert_eq!(
-        template("build: {{ CLUSTER_TYPE }}\nenv_file: {{env.file}}\n", "f", &v).unwrap(),
+        template(
+            "build: {{ CLUSTER_TYPE }}\nenv_file: {{env.file}}\n",
+            "f",
+            &v
+        )
+        .unwrap(),
         "build: java-dev\nenv_file: envs/dev.env\n"
     );
 }
@@ -307,12 +312,19 @@ baseSequenceServer:
 fn v1_file_from_the_talk_reads_every_top_level_key_as_a_service() {
     let file = ok_with(
         TALK,
-        &[("CLUSTER_TYPE", "java-dev"), ("CONFIG_ENV_FILE", "envs/dev.env")],
+        &[
+            ("CLUSTER_TYPE", "java-dev"),
+            ("CONFIG_ENV_FILE", "envs/dev.env"),
+        ],
     );
     assert_eq!(file.format, Format::V1);
     assert_eq!(
         file.services.keys().collect::<Vec<_>>(),
-        ["baseSchedulerServer", "baseSequenceServer", "configProvider"]
+        [
+            "baseSchedulerServer",
+            "baseSequenceServer",
+            "configProvider"
+        ]
     );
     let config = &file.services["configProvider"];
     assert_eq!(config.build.as_ref().unwrap().context, "java-dev");
@@ -330,7 +342,9 @@ fn v1_file_from_the_talk_reads_every_top_level_key_as_a_service() {
 
 #[test]
 fn v1_keeps_version_and_extensions_out_of_the_services() {
-    let file = ok("version: '1'\nx-common: {image: a}\nweb:\n  image: nginx\n  dockerfile: web.Dockerfile\n  build: web\n  net: host\n");
+    let file = ok(
+        "version: '1'\nx-common: {image: a}\nweb:\n  image: nginx\n  dockerfile: web.Dockerfile\n  build: web\n  net: host\n",
+    );
     assert_eq!(file.services.keys().collect::<Vec<_>>(), ["web"]);
     let build = file.services["web"].build.clone().unwrap();
     assert_eq!(build.context, "web");
@@ -347,7 +361,9 @@ fn v1_errors_use_the_paths_as_written() {
 
 #[test]
 fn extension_keys_are_allowed_anywhere_and_ignored() {
-    let file = ok("version: '3.8'\nx-top: {anything: [1, 2]}\nservices:\n  web:\n    image: a\n    x-note: hello\n    build:\n      context: .\n      x-cache: yes\nvolumes:\n  data:\n    x-backup: nightly\nx-last: 1\n");
+    let file = ok(
+        "version: '3.8'\nx-top: {anything: [1, 2]}\nservices:\n  web:\n    image: a\n    x-note: hello\n    build:\n      context: .\n      x-cache: yes\nvolumes:\n  data:\n    x-backup: nightly\nx-last: 1\n",
+    );
     assert_eq!(file.format, Format::Services);
     assert_eq!(file.services["web"].image.as_deref(), Some("a"));
 }
@@ -398,7 +414,8 @@ fn wrong_type_names_the_path_and_what_was_expected() {
 
 #[test]
 fn wrong_type_inside_a_long_form_points_inside_it() {
-    let e = err("services:\n  web:\n    image: a\n    ports:\n      - target: 80\n        mode: [x]\n");
+    let e =
+        err("services:\n  web:\n    image: a\n    ports:\n      - target: 80\n        mode: [x]\n");
     assert_eq!(
         e,
         "docker-compose.yml: services.web.ports[0].mode: expected a string, found a list"
@@ -479,8 +496,12 @@ fn command_with_unclosed_quote_is_an_error_with_its_path() {
 
 #[test]
 fn environment_list_and_map_forms_agree() {
-    let list = service("    image: a\n    environment:\n      - A=1\n      - B\n      - C=x=y\n      - D=\n");
-    let map = service("    image: a\n    environment:\n      A: 1\n      B:\n      C: x=y\n      D: ''\n");
+    let list = service(
+        "    image: a\n    environment:\n      - A=1\n      - B\n      - C=x=y\n      - D=\n",
+    );
+    let map = service(
+        "    image: a\n    environment:\n      A: 1\n      B:\n      C: x=y\n      D: ''\n",
+    );
     let expected: BTreeMap<String, Option<String>> = [
         ("A", Some("1")),
         ("B", None),
@@ -496,7 +517,9 @@ fn environment_list_and_map_forms_agree() {
 
 #[test]
 fn environment_numbers_and_booleans_become_strings() {
-    let web = service("    image: a\n    environment:\n      N: 5432\n      F: 0.5\n      T: true\n      Y: yes\n");
+    let web = service(
+        "    image: a\n    environment:\n      N: 5432\n      F: 0.5\n      T: true\n      Y: yes\n",
+    );
     assert_eq!(web.environment["N"].as_deref(), Some("5432"));
     assert_eq!(web.environment["F"].as_deref(), Some("0.5"));
     assert_eq!(web.environment["T"].as_deref(), Some("true"));
@@ -505,7 +528,10 @@ fn environment_numbers_and_booleans_become_strings() {
 
 #[test]
 fn env_file_string_list_and_long_forms() {
-    assert_eq!(service("    image: a\n    env_file: .env\n").env_file, vec![".env"]);
+    assert_eq!(
+        service("    image: a\n    env_file: .env\n").env_file,
+        vec![".env"]
+    );
     assert_eq!(
         service("    image: a\n    env_file:\n      - a.env\n      - path: b.env\n        required: false\n").env_file,
         vec!["a.env", "b.env"]
@@ -514,7 +540,9 @@ fn env_file_string_list_and_long_forms() {
 
 #[test]
 fn ports_short_form_is_kept_and_long_form_is_shortened() {
-    let web = service("    image: a\n    ports:\n      - 80\n      - \"8080:80\"\n      - 127.0.0.1:53:53/udp\n      - target: 80\n        published: 8081\n      - target: 443\n        published: \"8443\"\n        protocol: tcp\n        host_ip: 0.0.0.0\n        mode: host\n      - target: 9000\n      - target: 53\n        host_ip: ::1\n        protocol: udp\n");
+    let web = service(
+        "    image: a\n    ports:\n      - 80\n      - \"8080:80\"\n      - 127.0.0.1:53:53/udp\n      - target: 80\n        published: 8081\n      - target: 443\n        published: \"8443\"\n        protocol: tcp\n        host_ip: 0.0.0.0\n        mode: host\n      - target: 9000\n      - target: 53\n        host_ip: ::1\n        protocol: udp\n",
+    );
     assert_eq!(
         web.ports,
         vec![
@@ -552,7 +580,10 @@ fn port_specs_read_into_mappings() {
     );
     assert_eq!(
         parse_port("8000-8001:80-81").unwrap(),
-        vec![m(None, Some("8000"), 80, "tcp"), m(None, Some("8001"), 81, "tcp")]
+        vec![
+            m(None, Some("8000"), 80, "tcp"),
+            m(None, Some("8001"), 81, "tcp")
+        ]
     );
     assert_eq!(
         parse_port("9000-9010:80").unwrap(),
@@ -568,7 +599,9 @@ fn port_specs_read_into_mappings() {
 
 #[test]
 fn expose_links_and_networks_read_as_lists() {
-    let file = ok("services:\n  web:\n    image: a\n    expose: [3306, \"8080/tcp\"]\n    links: [db, \"cache:redis\"]\n    networks: [front, back]\n  db:\n    image: b\n    networks:\n      back:\n        aliases: [database]\n      front:\nnetworks:\n  front:\n  back:\n    driver: bridge\n");
+    let file = ok(
+        "services:\n  web:\n    image: a\n    expose: [3306, \"8080/tcp\"]\n    links: [db, \"cache:redis\"]\n    networks: [front, back]\n  db:\n    image: b\n    networks:\n      back:\n        aliases: [database]\n      front:\nnetworks:\n  front:\n  back:\n    driver: bridge\n",
+    );
     let web = &file.services["web"];
     assert_eq!(web.expose, vec!["3306", "8080/tcp"]);
     assert_eq!(web.links, vec!["db", "cache:redis"]);
@@ -577,12 +610,17 @@ fn expose_links_and_networks_read_as_lists() {
     db_networks.sort();
     assert_eq!(db_networks, vec!["back", "front"]);
     assert_eq!(file.networks["front"], serde_json::json!({}));
-    assert_eq!(file.networks["back"], serde_json::json!({"driver": "bridge"}));
+    assert_eq!(
+        file.networks["back"],
+        serde_json::json!({"driver": "bridge"})
+    );
 }
 
 #[test]
 fn depends_on_list_and_map_forms() {
-    let file = ok("services:\n  a:\n    image: a\n    depends_on: [b, c]\n  b:\n    image: b\n    depends_on:\n      c:\n        condition: service_healthy\n  c:\n    image: c\n");
+    let file = ok(
+        "services:\n  a:\n    image: a\n    depends_on: [b, c]\n  b:\n    image: b\n    depends_on:\n      c:\n        condition: service_healthy\n  c:\n    image: c\n",
+    );
     let started = DependsOn {
         condition: "service_started".to_string(),
     };
@@ -600,7 +638,10 @@ fn healthcheck_string_list_and_none_forms() {
     assert_eq!(
         h,
         Healthcheck {
-            test: vec!["CMD-SHELL".to_string(), "curl -f http://localhost".to_string()],
+            test: vec![
+                "CMD-SHELL".to_string(),
+                "curl -f http://localhost".to_string()
+            ],
             interval: Some("1m30s".to_string()),
             timeout: Some("10s".to_string()),
             start_period: Some("40s".to_string()),
@@ -628,7 +669,9 @@ fn healthcheck_string_list_and_none_forms() {
 
 #[test]
 fn healthcheck_bad_duration_names_its_path() {
-    let e = err("services:\n  web:\n    image: a\n    healthcheck:\n      test: [\"CMD\", \"true\"]\n      interval: soon\n");
+    let e = err(
+        "services:\n  web:\n    image: a\n    healthcheck:\n      test: [\"CMD\", \"true\"]\n      interval: soon\n",
+    );
     assert!(
         e.starts_with("docker-compose.yml: services.web.healthcheck.interval: "),
         "{e}"
@@ -637,7 +680,9 @@ fn healthcheck_bad_duration_names_its_path() {
 
 #[test]
 fn volumes_short_form_is_kept_and_long_form_is_shortened() {
-    let web = service("    image: a\n    volumes:\n      - ./src:/code:ro\n      - /anon\n      - type: bind\n        source: ./conf\n        target: /etc/conf\n        read_only: true\n      - type: volume\n        source: data\n        target: /data\n      - type: volume\n        target: /cache\n      - type: tmpfs\n        target: /tmp\n    tmpfs: /run\n");
+    let web = service(
+        "    image: a\n    volumes:\n      - ./src:/code:ro\n      - /anon\n      - type: bind\n        source: ./conf\n        target: /etc/conf\n        read_only: true\n      - type: volume\n        source: data\n        target: /data\n      - type: volume\n        target: /cache\n      - type: tmpfs\n        target: /tmp\n    tmpfs: /run\n",
+    );
     assert_eq!(
         web.volumes,
         vec![
@@ -653,8 +698,10 @@ fn volumes_short_form_is_kept_and_long_form_is_shortened() {
 
 #[test]
 fn labels_list_and_map_forms() {
-    let list = service("    image: a\n    labels:\n      - com.example.a=1\n      - com.example.flag\n");
-    let map = service("    image: a\n    labels:\n      com.example.a: 1\n      com.example.flag: ''\n");
+    let list =
+        service("    image: a\n    labels:\n      - com.example.a=1\n      - com.example.flag\n");
+    let map =
+        service("    image: a\n    labels:\n      com.example.a: 1\n      com.example.flag: ''\n");
     let expected = vars(&[("com.example.a", "1"), ("com.example.flag", "")]);
     assert_eq!(list.labels, expected);
     assert_eq!(map.labels, expected);
@@ -662,7 +709,9 @@ fn labels_list_and_map_forms() {
 
 #[test]
 fn simple_strings_are_read() {
-    let web = service("    image: nginx:1.25\n    restart: unless-stopped\n    working_dir: /app\n    user: \"1000:1000\"\n");
+    let web = service(
+        "    image: nginx:1.25\n    restart: unless-stopped\n    working_dir: /app\n    user: \"1000:1000\"\n",
+    );
     assert_eq!(web.image.as_deref(), Some("nginx:1.25"));
     assert_eq!(web.restart.as_deref(), Some("unless-stopped"));
     assert_eq!(web.working_dir.as_deref(), Some("/app"));
@@ -676,7 +725,10 @@ fn size_and_x_size_map_to_limits() {
     assert_eq!(size, Size::M);
     assert_eq!(size.cpus(), 1.0);
     assert_eq!(size.memory_bytes(), 2 * 1024 * 1024 * 1024);
-    assert_eq!(service("    image: a\n    x-size: xxs\n").size, Some(Size::XXS));
+    assert_eq!(
+        service("    image: a\n    x-size: xxs\n").size,
+        Some(Size::XXS)
+    );
     let table: Vec<(f64, u64)> = Size::ALL
         .iter()
         .map(|s| (s.cpus(), s.memory_bytes() / (1024 * 1024)))
@@ -714,7 +766,9 @@ fn replicas_come_from_deploy_or_scale() {
 
 #[test]
 fn other_valid_compose_keys_are_accepted_and_ignored() {
-    let web = service("    image: a\n    container_name: web-1\n    hostname: h\n    stop_signal: SIGINT\n    cap_add: [NET_ADMIN]\n    logging:\n      driver: json-file\n    secrets: [s]\n");
+    let web = service(
+        "    image: a\n    container_name: web-1\n    hostname: h\n    stop_signal: SIGINT\n    cap_add: [NET_ADMIN]\n    logging:\n      driver: json-file\n    secrets: [s]\n",
+    );
     assert_eq!(web.image.as_deref(), Some("a"));
 }
 
