@@ -246,6 +246,15 @@ impl Reader<'_> {
                 }
             }
         }
+        if get("image").is_none() && get("build").is_none() {
+            let why = match self.format {
+                Format::V1 => {
+                    "a service needs `image` or `build` (in this format every top-level key is a service; start shared blocks with `x-`)"
+                }
+                Format::Services => "a service needs `image` or `build`",
+            };
+            return Err(self.error(path, why));
+        }
         Ok(Service {
             build: get("build")
                 .map(|v| self.build(v, &at("build"), platform.as_deref()))

@@ -63,12 +63,20 @@ fn describe(error: &ValidationError<'_>, out: &mut Vec<Problem>) {
     let path = key_path(error);
     let message = match error.kind() {
         ValidationErrorKind::AdditionalProperties { unexpected } => {
-            let known = known_keys(error);
+            let (known, patterns) = known_keys(error);
             for key in unexpected {
-                let hint = suggest::hint(key, known.iter().map(String::as_str));
+                let message = if known.is_empty() && !patterns.is_empty() {
+                    format!(
+                        "invalid name `{key}`: it must match `{}`",
+                        patterns.join("` or `")
+                    )
+                } else {
+                    let hint = suggest::hint(key, known.iter().map(String::as_str));
+                    format!("unknown key `{key}`; {hint}")
+                };
                 out.push(Problem {
                     path: path.to_string(),
-                    message: format!("unknown key `{key}`; {hint}"),
+                    message,
                 });
             }
             return;
@@ -100,6 +108,9 @@ fn describe(error: &ValidationError<'_>, out: &mut Vec<Problem>) {
         }
         ValidationErrorKind::Enum { options } => {
             format!("{} is not one of {options}", error.instance())
+        }
+        ValidationErrorKind::Pattern { pattern } => {
+            format!("{} does not match `{pattern}`", error.instance())
         }
         ValidationErrorKind::PropertyNames { error: inner } => {
             format!("invalid key: {inner}")
@@ -211,8 +222,9 @@ fn key_path(error: &ValidationError<'_>) -> KeyPath {
 }
 
 /// The keys the schema allows where an `additionalProperties` error was
-/// raised: the `properties` beside that keyword.
-fn known_keys(error: &ValidationError<'_>) -> Vec<String> {
+/// raised (the `properties` beside that keyword), and the key patterns
+/// allowed there other than `^x-`.
+fn known_keys(error: &ValidationError<'_>) -> (Vec<String>, Vec<String>) {
     let pointer = error
         .absolute_keyword_location()
         .and_then(|uri| uri.fragment().map(|f| f.as_str().to_string()))
@@ -220,14 +232,25 @@ fn known_keys(error: &ValidationError<'_>) -> Vec<String> {
     let parent = pointer
         .as_deref()
         .and_then(|p| p.strip_suffix("/additionalProperties"))
-        .map(|p| format!("{p}/properties"));
-    let properties = parent
-        .and_then(|p| SCHEMA.pointer(&p))
-        .or_else(|| service_properties(error));
-    properties
-        .and_then(Value::as_object)
-        .map(|o| o.keys().cloned().collect())
-        .unwrap_or_default()
+        .and_then(|p| SCHEMA.pointer(p));
+    let keys = |key: &str| -> Vec<String> {
+        parent
+            .and_then(|p| p.get(key))
+            .and_then(Value::as_object)
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    let mut known = keys("properties");
+    if known.is_empty()
+        && let Some(properties) = service_properties(error).and_then(Value::as_object)
+    {
+        known = properties.keys().cloned().collect();
+    }
+    let patterns = keys("patternProperties")
+        .into_iter()
+        .filter(|p| p != "^x-")
+        .collect();
+    (known, patterns)
 }
 
 /// Fallback for a service key: the schema's service properties.

@@ -779,3 +779,31 @@ fn rendering_runs_every_step() {
     assert_eq!(file.services["api"].image.as_deref(), Some("local/api:7"));
     assert!(file.warnings.is_empty());
 }
+
+#[test]
+fn invalid_service_name_says_what_names_may_be() {
+    assert_eq!(
+        err("services:\n  my web:\n    image: a\n"),
+        "docker-compose.yml: services: invalid name `my web`: it must match `^[a-zA-Z0-9._-]+$`"
+    );
+}
+
+#[test]
+fn pattern_mismatch_shows_the_pattern() {
+    assert_eq!(
+        err("services:\n  web:\n    image: a\n    container_name: x\n"),
+        "docker-compose.yml: services.web.container_name: \"x\" does not match `[a-zA-Z0-9][a-zA-Z0-9_.-]+`"
+    );
+}
+
+#[test]
+fn service_without_image_or_build_is_an_error() {
+    assert_eq!(
+        err("services:\n  web:\n    restart: always\n"),
+        "docker-compose.yml: services.web: a service needs `image` or `build`"
+    );
+    assert_eq!(
+        err("java:\n  image: java\nshared: &s\n  restart: always\n"),
+        "docker-compose.yml: shared: a service needs `image` or `build` (in this format every top-level key is a service; start shared blocks with `x-`)"
+    );
+}
