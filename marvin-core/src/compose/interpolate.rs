@@ -87,7 +87,7 @@ fn walk(
     Ok(())
 }
 
-/// Interpolate one string with compose rules (see the module docs).
+/// Interpolate one string with compose rules (the forms are listed in [`crate::compose`]).
 pub fn interpolate_str(
     text: &str,
     vars: &BTreeMap<String, String>,

@@ -7,7 +7,7 @@ use crate::suggest;
 
 /// Fill every `{{ NAME }}` placeholder in `text` from `vars`.
 ///
-/// See the module docs for what counts as a placeholder; everything else is
+/// [`crate::compose`] says what counts as a placeholder; everything else is
 /// copied unchanged. An unknown name is an error with its line and column.
 pub fn template(
     text: &str,
