@@ -10,7 +10,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::engine::{ContainerSpec, LABEL_DEPLOY_KEY};
+use crate::engine::{ContainerSpec, LABEL_COMMITS, LABEL_DEPLOY_KEY};
 
 /// Bumped when the meaning of a build key changes, so old images are not reused wrongly.
 pub const BUILD_KEY_FORMAT: &str = "marvin-build-key/1";
@@ -74,11 +74,16 @@ pub fn build_key(inputs: &BuildInputs) -> BuildKey {
     BuildKey(digest(BUILD_KEY_FORMAT, inputs))
 }
 
-/// The deploy key of a container: its spec (without the deploy-key label
-/// itself) and the build key of its image.
+/// The deploy key of a container: its spec and the build key of its image.
+///
+/// Left out: the deploy-key label itself, and the record of which commits
+/// the container came from (`io.marvin.commits`, `MARVIN_COMMIT_*`) — a
+/// commit that changes nothing a service is made of must not recreate it.
 pub fn deploy_key(spec: &ContainerSpec, build_key: Option<&BuildKey>) -> DeployKey {
     let mut spec = spec.clone();
     spec.labels.remove(LABEL_DEPLOY_KEY);
+    spec.labels.remove(LABEL_COMMITS);
+    spec.env.retain(|(k, _)| !k.starts_with("MARVIN_COMMIT_"));
     DeployKey(digest(DEPLOY_KEY_FORMAT, &(spec, build_key)))
 }
 
@@ -171,6 +176,15 @@ mod tests {
         spec.labels.insert(LABEL_DEPLOY_KEY.into(), k1.0.clone());
         assert_eq!(deploy_key(&spec, Some(&BuildKey("1".into()))), k1);
         assert_ne!(deploy_key(&spec, Some(&BuildKey("2".into()))), k1);
+        spec.env
+            .push(("MARVIN_COMMIT_BACKEND".into(), "abc".into()));
+        spec.labels
+            .insert(LABEL_COMMITS.into(), "backend=abc".into());
+        assert_eq!(
+            deploy_key(&spec, Some(&BuildKey("1".into()))),
+            k1,
+            "commits alone must not recreate"
+        );
         spec.env.push(("A".into(), "1".into()));
         assert_ne!(deploy_key(&spec, Some(&BuildKey("1".into()))), k1);
     }

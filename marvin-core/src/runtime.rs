@@ -263,7 +263,8 @@ impl JobHandle {
     }
 }
 
-type BuildCell = Arc<OnceCell<Result<(), String>>>;
+/// A build in flight: its result is how long it took, or its last log lines.
+type BuildCell = Arc<OnceCell<Result<u64, String>>>;
 
 struct Inner {
     marvin: Marvin,
@@ -411,7 +412,10 @@ impl Runtime {
         let interrupted = sweep_abandoned(&store, &marvin.project.name, clock.now_ms())?;
         if !interrupted.is_empty() {
             let ids: Vec<String> = interrupted.iter().map(|j| format!("#{}", j.id)).collect();
-            tracing::warn!("jobs left unfinished by a process that is gone are now interrupted: {}", ids.join(", "));
+            tracing::warn!(
+                "jobs left unfinished by a process that is gone are now interrupted: {}",
+                ids.join(", ")
+            );
         }
         let concurrency = marvin
             .project
@@ -539,11 +543,18 @@ impl Runtime {
         // The environment's slot is taken in the store, so jobs queue across
         // processes too (a console build while `marvin serve` runs).
         let guard = loop {
-            match self.inner.store.try_start_job(ctx.id, &self.inner.owner, self.inner.clock.now_ms()) {
+            match self.inner.store.try_start_job(
+                ctx.id,
+                &self.inner.owner,
+                self.inner.clock.now_ms(),
+            ) {
                 Ok(true) => break Some(()),
                 Ok(false) => {}
                 Err(e) => {
-                    ctx.log("marvin", &format!("cannot take the environment's slot: {e}"));
+                    ctx.log(
+                        "marvin",
+                        &format!("cannot take the environment's slot: {e}"),
+                    );
                 }
             }
             tokio::select! {
@@ -804,7 +815,6 @@ impl Runtime {
                 .entry(spec.key.clone())
                 .or_default(),
         );
-        let started = Instant::now();
         let mut built_here = false;
         let result = cell
             .get_or_init(|| {
@@ -819,8 +829,7 @@ impl Runtime {
             .expect("inflight lock")
             .remove(&spec.key);
         match result {
-            Ok(()) => {
-                let millis = started.elapsed().as_millis() as u64;
+            Ok(millis) => {
                 if built_here {
                     ctx.summary().built.push((spec.service.clone(), millis));
                     ctx.emit(EventKind::Built {
@@ -849,13 +858,14 @@ impl Runtime {
         resolved: &Resolved,
         plan: &Plan,
         spec: &ServiceBuild,
-    ) -> Result<(), String> {
+    ) -> Result<u64, String> {
         let _permit = self
             .inner
             .build_slots
             .acquire()
             .await
             .map_err(|e| e.to_string())?;
+        let started = Instant::now();
         ctx.emit(EventKind::BuildStarted {
             service: spec.service.clone(),
         });
@@ -923,7 +933,7 @@ impl Runtime {
             .engine
             .build_image(request, &log)
             .await
-            .map(|_| ())
+            .map(|_| started.elapsed().as_millis() as u64)
             .map_err(|e| match e {
                 EngineError::BuildFailed { last_lines, .. } => last_lines.join("\n"),
                 other => other.to_string(),
@@ -1610,23 +1620,35 @@ fn owner_id() -> String {
 /// another host (or unknown), no heartbeat for [`STALE_MS`].
 const STALE_MS: i64 = 15_000;
 
-fn owner_alive(owner: Option<&str>, heartbeat_ms: Option<i64>, created_ms: i64, now_ms: i64) -> bool {
+fn owner_alive(
+    owner: Option<&str>,
+    heartbeat_ms: Option<i64>,
+    created_ms: i64,
+    now_ms: i64,
+) -> bool {
     let me = owner_id();
     let (my_host, _) = me.rsplit_once(':').unwrap_or((&me, ""));
     if let Some((host, pid)) = owner.and_then(|o| o.rsplit_once(':'))
         && host == my_host
     {
-        return std::path::Path::new(&format!("/proc/{pid}")).exists() || !std::path::Path::new("/proc/self").exists();
+        return std::path::Path::new(&format!("/proc/{pid}")).exists()
+            || !std::path::Path::new("/proc/self").exists();
     }
     now_ms - heartbeat_ms.unwrap_or(created_ms) < STALE_MS
 }
 
 /// Mark as interrupted every unfinished job whose process is gone.
-fn sweep_abandoned(store: &Store, project: &str, now_ms: i64) -> Result<Vec<Job>, crate::store::StoreError> {
+fn sweep_abandoned(
+    store: &Store,
+    project: &str,
+    now_ms: i64,
+) -> Result<Vec<Job>, crate::store::StoreError> {
     let dead: Vec<JobId> = store
         .active_owners(project)?
         .into_iter()
-        .filter(|(_, owner, heartbeat, created)| !owner_alive(owner.as_deref(), *heartbeat, *created, now_ms))
+        .filter(|(_, owner, heartbeat, created)| {
+            !owner_alive(owner.as_deref(), *heartbeat, *created, now_ms)
+        })
         .map(|(id, ..)| id)
         .collect();
     store.interrupt_jobs(&dead, now_ms)
@@ -1639,7 +1661,13 @@ async fn maintain(inner: std::sync::Weak<Inner>) {
     loop {
         tick.tick().await;
         let Some(inner) = inner.upgrade() else { return };
-        let ids: Vec<JobId> = inner.cancels.lock().expect("cancel lock").keys().copied().collect();
+        let ids: Vec<JobId> = inner
+            .cancels
+            .lock()
+            .expect("cancel lock")
+            .keys()
+            .copied()
+            .collect();
         let now = inner.clock.now_ms();
         let store = inner.store.clone();
         let owner = inner.owner.clone();

@@ -248,7 +248,11 @@ impl Engine for DockerEngine {
             .collect())
     }
 
-    async fn image_with_key(&self, project: &str, key: &str) -> Result<Option<String>, EngineError> {
+    async fn image_with_key(
+        &self,
+        project: &str,
+        key: &str,
+    ) -> Result<Option<String>, EngineError> {
         let docker = self.api().await?;
         let filters = label_filters(&BTreeMap::from([
             (LABEL_PROJECT.to_string(), project.to_string()),

@@ -252,7 +252,8 @@ pub trait Engine: Send + Sync {
     /// Build keys of the images present for a project (their `io.marvin.build-key` labels).
     async fn image_keys(&self, project: &str) -> Result<BTreeSet<String>, EngineError>;
     /// The id of an image of the project carrying this build key, if any.
-    async fn image_with_key(&self, project: &str, key: &str) -> Result<Option<String>, EngineError>;
+    async fn image_with_key(&self, project: &str, key: &str)
+    -> Result<Option<String>, EngineError>;
     /// Whether an image with this tag exists.
     async fn image_exists(&self, tag: &str) -> Result<bool, EngineError>;
     /// Give an existing image (by tag or id) another tag.

@@ -204,14 +204,19 @@ impl Store {
     /// Who runs each queued or running job of a project: `(job, owner,
     /// heartbeat_ms, created_ms)`, so a new process can tell which ones
     /// belong to a process that is gone.
-    pub fn active_owners(&self, project: &str) -> Result<Vec<(JobId, Option<String>, Option<i64>, i64)>, StoreError> {
+    pub fn active_owners(
+        &self,
+        project: &str,
+    ) -> Result<Vec<(JobId, Option<String>, Option<i64>, i64)>, StoreError> {
         self.read("listing job owners", |conn| {
             let mut stmt = conn.prepare(
                 "SELECT id, owner, heartbeat_ms, created_ms FROM jobs
                  WHERE project = ?1 AND state IN ('queued', 'running') ORDER BY id",
             )?;
             let rows = stmt
-                .query_map([project], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                .query_map([project], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })?
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
         })
@@ -298,7 +303,8 @@ impl Store {
         }
         self.read("reading cancel requests", |conn| {
             let mut out = Vec::new();
-            let mut stmt = conn.prepare("SELECT cancel_requested_ms IS NOT NULL FROM jobs WHERE id = ?1")?;
+            let mut stmt =
+                conn.prepare("SELECT cancel_requested_ms IS NOT NULL FROM jobs WHERE id = ?1")?;
             for id in jobs {
                 let asked: bool = stmt.query_row([id], |r| r.get(0)).unwrap_or(false);
                 if asked {
