@@ -43,7 +43,10 @@ async fn main() -> std::process::ExitCode {
         if !ok {
             let skipped = &envs[i + 1..];
             if !skipped.is_empty() {
-                println!("rollout stopped at {env}; not deployed: {}", skipped.join(", "));
+                println!(
+                    "rollout stopped at {env}; not deployed: {}",
+                    skipped.join(", ")
+                );
             }
             return std::process::ExitCode::FAILURE;
         }

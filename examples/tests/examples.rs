@@ -34,10 +34,8 @@ impl Demo {
         );
         block_on(async {
             let engine = DockerEngine::connect().expect("the Docker engine (run scripts/setup)");
-            let labels = BTreeMap::from([(
-                LABEL_PROJECT.to_string(),
-                demo::DEMO_PROJECT.to_string(),
-            )]);
+            let labels =
+                BTreeMap::from([(LABEL_PROJECT.to_string(), demo::DEMO_PROJECT.to_string())]);
             ensure_busybox_image(&engine, demo::DEMO_BASE_IMAGE, &labels)
                 .await
                 .expect("the demo's base image");
@@ -109,7 +107,11 @@ fn example(name: &str) -> PathBuf {
 }
 
 fn run(name: &str, args: &[&str]) -> (i32, String) {
-    let Output { status, stdout, stderr } = Command::new(example(name))
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = Command::new(example(name))
         .args(args)
         .output()
         .expect("run the example");
@@ -127,7 +129,10 @@ fn plan_example_prints_a_plan_and_touches_no_container() {
     let config = demo.config.to_str().expect("utf-8 path");
     let (code, out) = run("plan", &[config, "dev"]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.starts_with(&format!("Plan for dev ({})", demo.project)), "{out}");
+    assert!(
+        out.starts_with(&format!("Plan for dev ({})", demo.project)),
+        "{out}"
+    );
     assert!(out.contains("5 to build, 0 reused"), "{out}");
     assert_eq!(demo.containers(), Vec::<String>::new());
 }
@@ -160,8 +165,14 @@ fn rollout_example_stops_at_the_first_failing_environment() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("✅ staging build #1 succeeded"), "{out}");
     assert!(out.contains("unknown environment `stagign`"), "{out}");
-    assert!(out.contains("rollout stopped at stagign; not deployed: dev"), "{out}");
+    assert!(
+        out.contains("rollout stopped at stagign; not deployed: dev"),
+        "{out}"
+    );
     let containers = demo.containers();
     assert_eq!(containers.len(), 5, "{containers:?}");
-    assert!(containers.iter().all(|c| c.contains("-staging-")), "{containers:?}");
+    assert!(
+        containers.iter().all(|c| c.contains("-staging-")),
+        "{containers:?}"
+    );
 }

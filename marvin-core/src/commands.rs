@@ -22,7 +22,7 @@ pub enum CommandError {
     #[error("{message}")]
     Locked {
         /// The lock in force.
-        lock: Lock,
+        lock: Box<Lock>,
         /// Who holds it, why and until when, in words.
         message: String,
     },
@@ -105,7 +105,7 @@ pub fn check_job(
     match store.current_lock(&marvin.project.name, &environment.name, now_ms)? {
         Some(lock) if lock.holder != who => Err(CommandError::Locked {
             message: locked_message(&lock, now_ms),
-            lock,
+            lock: Box::new(lock),
         }),
         _ => Ok(()),
     }
@@ -133,12 +133,12 @@ pub fn lock(
         false,
         now_ms,
     )? {
-        LockOutcome::Taken(l) | LockOutcome::Renewed(l) | LockOutcome::TakenOver { lock: l, .. } => {
-            Ok(l)
-        }
+        LockOutcome::Taken(l)
+        | LockOutcome::Renewed(l)
+        | LockOutcome::TakenOver { lock: l, .. } => Ok(l),
         LockOutcome::Refused(current) => Err(CommandError::Locked {
             message: locked_message(&current, now_ms),
-            lock: current,
+            lock: Box::new(current),
         }),
     }
 }
@@ -164,7 +164,7 @@ pub fn unlock(
         UnlockOutcome::NotLocked => Ok(None),
         UnlockOutcome::Refused(current) => Err(CommandError::Locked {
             message: locked_message(&current, now_ms),
-            lock: current,
+            lock: Box::new(current),
         }),
     }
 }
@@ -394,7 +394,10 @@ mod tests {
         let err = rt
             .block_on(logs(&marvin, &store, "dev", &LogTarget::LastJob, 10))
             .unwrap_err();
-        assert_eq!(err.to_string(), "dev has no jobs yet; run `marvin build dev`");
+        assert_eq!(
+            err.to_string(),
+            "dev has no jobs yet; run `marvin build dev`"
+        );
     }
 
     #[test]

@@ -162,7 +162,9 @@ fn config_error(e: &CoreConfigError) -> PyErr {
             y.location.map(|l| l.column),
             y.path.clone(),
         ),
-        CoreConfigError::Invalid { file, path, .. } => (file.clone(), None, None, Some(path.clone())),
+        CoreConfigError::Invalid { file, path, .. } => {
+            (file.clone(), None, None, Some(path.clone()))
+        }
     };
     raise::<ConfigError>(
         e.to_string(),
@@ -271,7 +273,7 @@ fn event_json(event: &JobEvent) -> Value {
 /// What the job's forwarder sends: its events in order, then its summary.
 enum JobMessage {
     Event(Value),
-    Done(JobSummary),
+    Done(Box<JobSummary>),
 }
 
 /// Cancels the job when dropped before it ended (an abandoned awaitable).
@@ -392,7 +394,7 @@ impl PyProject {
             while let Ok(event) = events.try_recv() {
                 forward(event);
             }
-            let _ = tx.send(JobMessage::Done(summary));
+            let _ = tx.send(JobMessage::Done(Box::new(summary)));
         });
         Ok((runtime, id, rx))
     }
@@ -410,19 +412,26 @@ impl PyProject {
         let (runtime, id, mut rx) = self.start(py, env, kind)?;
         let mut pending: Option<PyErr> = None;
         loop {
-            let batch = py.detach(|| {
+            // Wake at least every 100ms, so Ctrl-C is noticed while the job is quiet.
+            let (batch, closed) = py.detach(|| {
                 tokio_rt().block_on(async {
                     let mut batch = Vec::new();
-                    match tokio::time::timeout(Duration::from_millis(100), rx.recv()).await {
-                        Ok(Some(m)) => batch.push(m),
-                        Ok(None) | Err(_) => {}
+                    let first = tokio::time::timeout(Duration::from_millis(100), rx.recv()).await;
+                    let closed = matches!(first, Ok(None));
+                    if let Ok(Some(m)) = first {
+                        batch.push(m);
                     }
                     while let Ok(m) = rx.try_recv() {
                         batch.push(m);
                     }
-                    batch
+                    (batch, closed)
                 })
             });
+            if closed && batch.is_empty() {
+                return Err(pending.unwrap_or_else(|| {
+                    MarvinError::new_err("internal error: the job ended without a summary")
+                }));
+            }
             for message in batch {
                 match message {
                     JobMessage::Event(event) => {
@@ -563,8 +572,8 @@ impl PyProject {
                 Err(_) => marvin,
             }
         };
-        let store = Store::open_in(&marvin.data_dir)
-            .map_err(|e| MarvinError::new_err(e.to_string()))?;
+        let store =
+            Store::open_in(&marvin.data_dir).map_err(|e| MarvinError::new_err(e.to_string()))?;
         Ok(PyProject {
             marvin,
             identity: identity_of(identity),
@@ -764,9 +773,8 @@ impl PyProject {
         let target = LogTarget::parse(target.as_deref());
         let (marvin, store, env) = (self.marvin.clone(), self.store.clone(), env.to_string());
         py.detach(|| {
-            tokio_rt().block_on(async move {
-                commands::logs(&marvin, &store, &env, &target, tail).await
-            })
+            tokio_rt()
+                .block_on(async move { commands::logs(&marvin, &store, &env, &target, tail).await })
         })
         .map_err(command_error)
     }
@@ -867,8 +875,8 @@ fn create_demo(py: Python<'_>, dir: PathBuf, project: Option<String>) -> PyResul
             )
             .await
             .map_err(|e| MarvinError::new_err(e.to_string()))?;
-            let config = marvin_core::demo::create(&dir)
-                .map_err(|e| MarvinError::new_err(e.to_string()))?;
+            let config =
+                marvin_core::demo::create(&dir).map_err(|e| MarvinError::new_err(e.to_string()))?;
             if let Some(name) = project {
                 rename_project(&config, &name)?;
             }
@@ -879,8 +887,7 @@ fn create_demo(py: Python<'_>, dir: PathBuf, project: Option<String>) -> PyResul
 
 /// Give a demo project another name, so several can live on one engine.
 fn rename_project(config: &Path, name: &str) -> PyResult<()> {
-    let text =
-        std::fs::read_to_string(config).map_err(|e| MarvinError::new_err(e.to_string()))?;
+    let text = std::fs::read_to_string(config).map_err(|e| MarvinError::new_err(e.to_string()))?;
     let from = format!("project: {}\n", marvin_core::demo::DEMO_PROJECT);
     let renamed = text.replacen(&from, &format!("project: {name}\n"), 1);
     std::fs::write(config, renamed).map_err(|e| MarvinError::new_err(e.to_string()))
