@@ -12,11 +12,15 @@ import marvin
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
-# A task that fails with a known code, added to the demo's marvin.yml.
+# Tasks added to the demo's marvin.yml: one failing with a known code, one
+# slow enough to be interrupted.
 FAIL_TASK = """tasks:
   fail:
     image: marvin-demo/busybox:1
     command: ["sh", "-c", "echo failing on purpose; exit 3"]
+  nap:
+    image: marvin-demo/busybox:1
+    command: ["sleep", "60"]
 """
 
 

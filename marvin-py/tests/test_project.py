@@ -233,23 +233,43 @@ def test_a_task_reports_its_exit_code(project):
     assert "failing on purpose" in str(failure)
 
 
+def task_containers(project):
+    return [c for c in project.status("dev").containers if c.labels.get("io.marvin.role") == "task"]
+
+
 def test_ctrl_c_cancels_the_running_job_cleanly(project):
-    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+    timer = threading.Timer(2.0, os.kill, (os.getpid(), signal.SIGINT))
     timer.start()
+    started = time.monotonic()
     try:
         with pytest.raises(KeyboardInterrupt):
-            project.build("staging", force=True)
+            project.run_task("dev", "nap")
     finally:
         timer.cancel()
-    job = project.history("staging", 1)[0]
-    assert job.state == "cancelled"
-    # Nothing was left half-done: staging still runs all its services.
-    assert {c.service for c in project.status("staging").containers if c.state == "Running"} == {
-        "api", "db", "docs", "web", "worker"
-    }
+    assert time.monotonic() - started < 30, "the 60s task was stopped, not waited for"
+    job = project.history("dev", 1)[0]
+    assert (job.verb, job.state) == ("run", "cancelled")
+    assert task_containers(project) == [], "the task's container was removed"
 
 
 def test_rollback_redeploys_the_previous_deployment(project):
     result = project.rollback("dev")
     assert result.ok
     assert result.verb == "rollback"
+
+
+def test_cancelling_the_awaiting_task_cancels_the_job(project):
+    async def start_then_cancel():
+        task = asyncio.create_task(project.run_task_async("dev", "nap"))
+        await asyncio.sleep(2.0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(start_then_cancel())
+    deadline = time.monotonic() + 30
+    while (job := project.history("dev", 1)[0]).state in ("queued", "running"):
+        assert time.monotonic() < deadline, "the job did not stop"
+        time.sleep(0.2)
+    assert (job.verb, job.state) == ("run", "cancelled")
+    assert task_containers(project) == []
