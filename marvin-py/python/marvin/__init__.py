@@ -416,7 +416,9 @@ class Project:
     ) -> JobResult:
         """:meth:`build` as a coroutine; jobs for different environments run concurrently.
 
-        Cancelling the awaiting task cancels the job.
+        Cancelling the awaiting task cancels the job. Here ``on_event`` is
+        called from Marvin's worker thread, not the event loop's: hand events
+        to the loop with ``loop.call_soon_threadsafe`` if they touch asyncio objects.
         """
         return await _job_result_async(self._native.build_async(env, _services(services), force, on_event))
 
