@@ -7,6 +7,7 @@
 //! [`source`] (git via gix), [`engine`] (Docker via bollard), [`store`]
 //! (SQLite).
 
+pub mod access;
 pub mod command;
 pub mod compose;
 pub mod config;
