@@ -17,6 +17,7 @@ pub mod dockerfile;
 pub mod duration;
 pub mod engine;
 pub mod keys;
+pub mod locks;
 pub mod marvin;
 pub mod plan;
 pub mod report;
