@@ -20,6 +20,7 @@ pub mod keys;
 pub mod locks;
 pub mod marvin;
 pub mod plan;
+pub mod redact;
 pub mod report;
 pub mod resolve;
 pub mod runtime;
