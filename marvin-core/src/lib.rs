@@ -21,6 +21,7 @@ pub mod locks;
 pub mod marvin;
 pub mod plan;
 pub mod redact;
+pub mod render;
 pub mod report;
 pub mod resolve;
 pub mod runtime;
