@@ -811,34 +811,32 @@ pub fn parse(text: &str, ctx: &Context<'_>) -> Result<Command, ParseError> {
     let mut rest: Vec<Word> = words.split_off(verb_index + 1);
 
     // `VERB ENV ...` (the Telegram `/build dev` form, and a common way to type it).
-    if env.is_none() && def.env != EnvUse::None {
-        if let Some(e) = rest.first().and_then(|w| find_env(ctx.project, w)) {
-            env = Some(e);
-            rest.remove(0);
-        }
+    if env.is_none()
+        && def.env != EnvUse::None
+        && let Some(e) = rest.first().and_then(|w| find_env(ctx.project, w))
+    {
+        env = Some(e);
+        rest.remove(0);
     }
     if def.env == EnvUse::None {
         env = None;
-    } else if env.is_none() {
-        if let [only] = ctx.channel_envs.as_slice() {
-            env = Some(only.clone());
-        }
+    } else if env.is_none()
+        && let [only] = ctx.channel_envs.as_slice()
+    {
+        env = Some(only.clone());
     }
 
     let parsed = split_args(def, rest)?;
     let verb = typed_verb(def, parsed, ctx)?;
-    let env_needed = match (&verb, def.env) {
-        (_, EnvUse::Required) => true,
-        (
+    // `logs` of a service or of the last job, and `cancel` of "the running job", need one too.
+    let env_needed = def.env == EnvUse::Required
+        || matches!(
+            verb,
             Verb::Logs {
                 target: None | Some(LogTarget::Service(_)),
                 ..
-            },
-            _,
-        ) => true,
-        (Verb::Cancel { job: None }, _) => true,
-        _ => false,
-    };
+            } | Verb::Cancel { job: None }
+        );
     if env_needed && env.is_none() {
         return Err(ParseError::NeedsEnv {
             verb: def.name,
@@ -919,10 +917,10 @@ fn strip_address<'t>(
     text: &'t str,
     bot: Option<&str>,
 ) -> Result<(Option<String>, &'t str), ParseError> {
-    if let Some(after) = text.strip_prefix("<@") {
-        if let Some(end) = after.find('>') {
-            return Ok((None, after[end + 1..].trim_start()));
-        }
+    if let Some(after) = text.strip_prefix("<@")
+        && let Some(end) = after.find('>')
+    {
+        return Ok((None, after[end + 1..].trim_start()));
     }
     let (head, tail) = match text.find(char::is_whitespace) {
         Some(i) => (&text[..i], text[i..].trim_start()),
@@ -936,12 +934,12 @@ fn strip_address<'t>(
             Some((v, b)) => (v, Some(b)),
             None => (cmd, None),
         };
-        if let (Some(addressed), Some(me)) = (addressed, bot) {
-            if !addressed.eq_ignore_ascii_case(me.trim_start_matches('@')) {
-                return Err(ParseError::OtherBot {
-                    bot: addressed.to_string(),
-                });
-            }
+        if let (Some(addressed), Some(me)) = (addressed, bot)
+            && !addressed.eq_ignore_ascii_case(me.trim_start_matches('@'))
+        {
+            return Err(ParseError::OtherBot {
+                bot: addressed.to_string(),
+            });
         }
         if !verb.is_empty() && !verb.contains(['\'', '"', '\\']) {
             return Ok((Some(verb.to_string()), tail));

@@ -1091,8 +1091,14 @@ mod tests {
             let o = RenderOptions { limit, ..opts() };
             let t = text(&r, &o, &none());
             assert!(t.chars().count() <= limit, "{limit}: {t}");
-            assert!(t.starts_with("❌ develop build aaaa"), "the headline stays: {t}");
-            assert!(t.ends_with("   … cut; full log: marvin logs develop 42\n"), "{t}");
+            assert!(
+                t.starts_with("❌ develop build aaaa"),
+                "the headline stays: {t}"
+            );
+            assert!(
+                t.ends_with("   … cut; full log: marvin logs develop 42\n"),
+                "{t}"
+            );
             let h = telegram_html(&r, &o, &none());
             assert!(h.chars().count() <= limit, "{limit}: {h}");
         }
