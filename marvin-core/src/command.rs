@@ -554,7 +554,7 @@ pub fn quote(word: &str) -> String {
     let plain = !word.is_empty()
         && word
             .chars()
-            .all(|c| !c.is_whitespace() && !matches!(c, '\'' | '"' | '\\'));
+            .all(|c| !c.is_whitespace() && !matches!(c, '\'' | '"' | '\\' | '‘' | '“'));
     if plain {
         word.to_string()
     } else if !word.contains('\'') {
@@ -920,7 +920,8 @@ fn strip_address<'t>(
     if let Some(after) = text.strip_prefix("<@")
         && let Some(end) = after.find('>')
     {
-        return Ok((None, after[end + 1..].trim_start()));
+        let rest = after[end + 1..].trim_start_matches([':', ',']);
+        return Ok((None, rest.trim_start()));
     }
     let (head, tail) = match text.find(char::is_whitespace) {
         Some(i) => (&text[..i], text[i..].trim_start()),
@@ -970,7 +971,7 @@ impl Word {
     }
 }
 
-/// Splits on whitespace; `'…'` is literal, `"…"` honours `\"` and `\\`, a
+/// Splits on whitespace; `'…'` (and curly `‘…’`, `“…”`) is literal, `"…"` honours `\"` and `\\`, a
 /// backslash outside quotes takes the next character as it is. Nothing is expanded.
 fn tokenize(text: &str) -> Result<Vec<Word>, ParseError> {
     let mut words = Vec::new();
@@ -983,14 +984,20 @@ fn tokenize(text: &str) -> Result<Vec<Word>, ParseError> {
                     words.push(w);
                 }
             }
-            '\'' => {
+            '\'' | '‘' | '“' => {
+                // Phones turn quotes into curly ones; those pairs quote the same way.
+                let close = match c {
+                    '‘' => '’',
+                    '“' => '”',
+                    _ => '\'',
+                };
                 let w = current.get_or_insert_with(|| Word::bare(String::new()));
                 w.quoted = true;
                 loop {
                     match chars.next() {
-                        Some('\'') => break,
+                        Some(c) if c == close => break,
                         Some(c) => w.text.push(c),
-                        None => return Err(ParseError::UnclosedQuote { quote: '\'' }),
+                        None => return Err(ParseError::UnclosedQuote { quote: c }),
                     }
                 }
             }
@@ -1593,6 +1600,7 @@ tasks:
             "@marvin dev build",
             "<@U024BE7LH> dev build",
             "<@U024BE7LH|marvin> develop build",
+            "<@U024BE7LH>: dev build",
             "  @marvin   dev   build  ",
             "dev build",
             "/build dev",
@@ -1758,6 +1766,11 @@ tasks:
         assert_eq!(args(r#"dev run seed "a\nb" '\x'"#), vec!["a\\nb", "\\x"]);
         assert_eq!(args("dev run seed ''"), vec![""]);
         assert_eq!(err("dev run seed 'open"), "a ' quote is not closed");
+        assert_eq!(
+            args("dev run seed “a b” ‘it's’ it’s"),
+            vec!["a b", "it's", "it’s"]
+        );
+        assert_eq!(err("dev run seed “open"), "a “ quote is not closed");
         assert_eq!(err("dev run seed \"open"), "a \" quote is not closed");
         assert_eq!(
             err("dev run seed end\\"),
@@ -1884,6 +1897,7 @@ tasks:
         for text in [
             "@marvin dev build --service web --force",
             "@marvin dev run seed 'a b' \"it's\" --x=1 ''",
+            "@marvin dev run seed '“quoted”' '‘x' 'back\\slash'",
             "@marvin dev lock 1h30m 'demo for the client' --force",
             "@marvin dev logs #3 --tail 20",
             "@marvin prod rollback 4",
