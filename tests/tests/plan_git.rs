@@ -429,6 +429,146 @@ fn only_the_named_services_are_planned() {
     assert_eq!(deployed, ["report", "web"]);
 }
 
+// ---- where contexts and branches are ----
+
+#[test]
+fn a_context_that_holds_another_repos_mount_is_keyed_by_that_repos_tree_too() {
+    let talk = TalkProject::new();
+    talk.backend.write(
+        "docker-compose.yml",
+        &format!("{TALK_COMPOSE}  everything:\n    build: .\n"),
+    );
+    talk.backend.write("Dockerfile", "FROM busybox\nCOPY . /all\n");
+    talk.backend.commit_and_push("a service built from the whole workspace");
+    let before = talk.plan_ok("dev");
+    let everything = &before.build_specs["everything"];
+    assert_eq!(
+        everything.inputs.context_tree,
+        talk.backend.rev_parse("develop^{tree}")
+    );
+    assert_eq!(
+        everything.inputs.context_mounts,
+        [("fe".to_string(), talk.frontend.rev_parse("dev-fe^{tree}"))]
+    );
+    talk.frontend.write("web/index.html", "<h1>web v2</h1>\n");
+    talk.frontend.commit_and_push("web: v2");
+    let after = talk.plan_ok("dev");
+    assert_eq!(
+        changed(&build_keys(&before), &build_keys(&after)),
+        ["everything", "web"],
+        "a change in the mounted repo is inside the root context"
+    );
+}
+
+#[test]
+fn a_context_at_a_repos_mount_point_is_that_repos_root_tree() {
+    let talk = TalkProject::new();
+    talk.backend.write(
+        "docker-compose.yml",
+        &format!("{TALK_COMPOSE}  frontend-all:\n    build:\n      context: ./fe\n      dockerfile: web/Dockerfile\n"),
+    );
+    talk.backend.commit_and_push("a service built from the whole frontend");
+    let plan = talk.plan_ok("dev");
+    let spec = &plan.build_specs["frontend-all"];
+    assert_eq!(spec.inputs.context_tree, talk.frontend.rev_parse("dev-fe^{tree}"));
+    assert_eq!(spec.dockerfile, "fe/web/Dockerfile");
+    assert_eq!(
+        spec.inputs.dockerfile_blob,
+        plan.build_specs["web"].inputs.dockerfile_blob
+    );
+}
+
+#[test]
+fn contexts_are_relative_to_a_compose_file_in_a_subdirectory() {
+    let talk = TalkProject::new();
+    talk.backend.write(
+        "deploy/compose.yml",
+        "services:\n  api:\n    build: ../services/api\n  web:\n    build:\n      context: ../fe/web\n",
+    );
+    talk.backend.commit_and_push("compose file in deploy/");
+    let text = std::fs::read_to_string(&talk.config).expect("read marvin.yml");
+    marvin_tests::project(
+        &talk.dir,
+        &text.replace("compose: docker-compose.yml", "compose: deploy/compose.yml"),
+    );
+    let plan = talk.plan_ok("dev");
+    assert_eq!(plan.build_specs["api"].context, "services/api");
+    assert_eq!(
+        plan.build_specs["web"].inputs.context_tree,
+        talk.frontend.rev_parse("dev-fe:web")
+    );
+}
+
+#[test]
+fn a_branch_with_a_slash_in_its_name_resolves() {
+    let talk = TalkProject::new();
+    talk.frontend.branch("feature/login");
+    talk.frontend.write("web/login.html", "<form></form>\n");
+    let id = talk.frontend.commit_and_push("web: login page");
+    talk.write_environments(
+        "environments:\n  login:\n    branch: develop\n    branches: { frontend: feature/login }\n    vars: { API_VERSION: \"1.0\" }\n",
+    );
+    let plan = talk.plan_ok("login");
+    assert_eq!(plan.commits[1].id, id);
+    assert_eq!(
+        plan.build_specs["web"].inputs.context_tree,
+        talk.frontend.rev_parse("feature/login:web")
+    );
+}
+
+#[test]
+fn a_force_pushed_branch_is_planned_at_its_new_commit() {
+    let talk = TalkProject::new();
+    talk.backend.write("services/api/main.txt", "api v2\n");
+    talk.backend.commit_and_push("api: v2");
+    let before = talk.plan_ok("dev");
+    // Rewrite develop: the v2 commit is replaced by another one.
+    talk.backend.git(&["reset", "-q", "--hard", "HEAD~1"]);
+    talk.backend.write("services/api/main.txt", "api v2, rewritten\n");
+    let rewritten = talk.backend.commit("api: v2 done differently");
+    talk.backend.git(&["push", "-q", "--force", "origin", "develop"]);
+    let after = talk.plan_ok("dev");
+    assert_eq!(after.commits[0].id, rewritten);
+    assert_eq!(
+        after.build_specs["api"].inputs.context_tree,
+        talk.backend.rev_parse(&format!("{rewritten}:services/api"))
+    );
+    assert_eq!(changed(&build_keys(&before), &build_keys(&after)), ["api"]);
+}
+
+#[test]
+fn a_branch_deleted_on_the_remote_is_missing_on_the_next_plan() {
+    let talk = TalkProject::new();
+    talk.plan_ok("dev");
+    talk.frontend.checkout("master");
+    talk.frontend.git(&["push", "-q", "origin", "--delete", "dev-fe"]);
+    let err = talk.plan_err("dev");
+    assert!(
+        err.contains("repo `frontend`") && err.contains("branch `dev-fe` not found"),
+        "the mirror forgets deleted branches instead of planning stale code: {err}"
+    );
+}
+
+#[test]
+fn file_urls_plan_like_plain_paths() {
+    let talk = TalkProject::new();
+    let by_path = keys_of(&talk, "dev");
+    let text = std::fs::read_to_string(&talk.config).expect("read marvin.yml");
+    let text = text
+        .replace(
+            &format!("url: {}", talk.backend.url()),
+            &format!("url: file://{}", talk.backend.url()),
+        )
+        .replace(
+            &format!("url: {}", talk.frontend.url()),
+            &format!("url: file://{}", talk.frontend.url()),
+        );
+    assert_eq!(text.matches("file://").count(), 2);
+    marvin_tests::project(&talk.dir, &text);
+    std::fs::remove_dir_all(talk.dir.join(".marvin")).expect("forget the mirrors");
+    assert_eq!(keys_of(&talk, "dev"), by_path);
+}
+
 // ---- bad input: a clear message, never a panic ----
 
 #[test]
