@@ -123,12 +123,19 @@ fn commits_are_resolved_per_repo_with_author_date_and_subject() {
 #[test]
 fn changing_a_file_in_one_services_context_changes_only_that_services_key() {
     let talk = TalkProject::new();
-    let before = keys_of(&talk, "dev");
+    let first = talk.plan_ok("dev");
+    let before = build_keys(&first);
 
     talk.backend.write("services/api/main.txt", "api v2\n");
     talk.backend.commit_and_push("api: v2");
-    let after_api = keys_of(&talk, "dev");
+    let second = talk.plan_ok("dev");
+    let after_api = build_keys(&second);
     assert_eq!(changed(&before, &after_api), ["api"]);
+    assert_eq!(
+        changed(&deploy_keys(&first), &deploy_keys(&second)),
+        ["api"],
+        "a new image means a new container for that service only"
+    );
 
     talk.frontend.write("admin/new-page.html", "<p>new</p>\n");
     talk.frontend.commit_and_push("admin: a new page");
@@ -292,6 +299,58 @@ fn changing_the_base_services_context_changes_the_dependents_key_too() {
         after.build_specs["report"].inputs.context_tree,
         "report's own context did not change"
     );
+}
+
+#[test]
+fn changing_a_runtime_setting_changes_only_that_services_deploy_key() {
+    let talk = TalkProject::new();
+    let before = talk.plan_ok("dev");
+    talk.backend.write(
+        "docker-compose.yml",
+        &TALK_COMPOSE.replace(r#"ports: ["8080:80"]"#, r#"ports: ["8081:80"]"#),
+    );
+    talk.backend.commit_and_push("web: another port");
+    let after = talk.plan_ok("dev");
+    let no_change: Vec<String> = Vec::new();
+    assert_eq!(changed(&build_keys(&before), &build_keys(&after)), no_change);
+    assert_eq!(changed(&deploy_keys(&before), &deploy_keys(&after)), ["web"]);
+}
+
+#[test]
+fn a_build_arg_from_compose_interpolation_is_part_of_the_key() {
+    let talk = TalkProject::new();
+    talk.backend.write(
+        "docker-compose.yml",
+        &TALK_COMPOSE.replace(
+            "      context: services/worker\n",
+            "      context: services/worker\n      args:\n        LEVEL: ${LOG_LEVEL}\n",
+        ),
+    );
+    talk.backend.commit_and_push("worker: LEVEL arg");
+    let before = talk.plan_ok("dev");
+    assert_eq!(before.build_specs["worker"].inputs.args["LEVEL"], "debug");
+    talk.write_environments(
+        &marvin_tests::TALK_ENVIRONMENTS.replace("LOG_LEVEL: debug", "LOG_LEVEL: trace"),
+    );
+    let after = talk.plan_ok("dev");
+    assert_eq!(
+        changed(&build_keys(&before), &build_keys(&after)),
+        ["worker"],
+        "api reads LOG_LEVEL only at run time"
+    );
+}
+
+#[test]
+fn containers_deploy_after_what_they_depend_on() {
+    let talk = TalkProject::new();
+    let plan = talk.plan_ok("dev");
+    let wave_of = |service: &str| {
+        plan.waves
+            .iter()
+            .position(|w| w.iter().any(|s| s == service))
+            .unwrap_or_else(|| panic!("{service} is in no wave: {:?}", plan.waves))
+    };
+    assert!(wave_of("db") < wave_of("api"), "{:?}", plan.waves);
 }
 
 // ---- environments: branches and template variables ----
@@ -747,6 +806,19 @@ fn an_unreachable_repo_names_the_repo_and_the_url() {
     assert!(
         err.contains(&missing.display().to_string()),
         "names the URL: {err}"
+    );
+}
+
+#[test]
+fn an_unreachable_https_remote_names_the_repo_and_the_url() {
+    let talk = TalkProject::new();
+    let url = "https://127.0.0.1:9/cloudmatrix/frontend.git";
+    let text = std::fs::read_to_string(&talk.config).expect("read marvin.yml");
+    marvin_tests::project(&talk.dir, &text.replace(&talk.frontend.url(), url));
+    let err = talk.plan_err("dev");
+    assert!(
+        err.starts_with(&format!("repo `frontend`: cannot fetch from {url}: ")),
+        "names the repo and the URL: {err}"
     );
 }
 
