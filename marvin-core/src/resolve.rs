@@ -233,12 +233,18 @@ pub fn build_specs(
                 ))
             })?;
         let shown = if context.is_empty() { "." } else { &context };
-        let dir = resolved.workspace.dir_id(&context)?.ok_or_else(|| {
-            svc_err(format!(
-                "build context `{shown}` does not exist in the merged workspace at {}",
-                commits_text(&resolved.commits)
-            ))
-        })?;
+        // Source errors here (a file, a submodule, an escaping symlink) are
+        // the service's mistake: name it.
+        let dir = resolved
+            .workspace
+            .dir_id(&context)
+            .map_err(|e| svc_err(format!("build context: {e}")))?
+            .ok_or_else(|| {
+                svc_err(format!(
+                    "build context `{shown}` does not exist in the merged workspace at {}",
+                    commits_text(&resolved.commits)
+                ))
+            })?;
         let dockerfile = if context.is_empty() {
             config_path(&build.dockerfile)
         } else {
@@ -250,14 +256,19 @@ pub fn build_specs(
                 build.dockerfile
             ))
         })?;
-        let blob = resolved.workspace.blob_id(&dockerfile)?.ok_or_else(|| {
+        let blob = resolved
+            .workspace
+            .blob_id(&dockerfile)
+            .map_err(|e| svc_err(format!("Dockerfile: {e}")))?
+            .ok_or_else(|| {
             svc_err(format!(
                 "Dockerfile `{dockerfile}` does not exist in the merged workspace (build context `{shown}`)"
             ))
         })?;
         let text = resolved
             .workspace
-            .read_file(&dockerfile)?
+            .read_file(&dockerfile)
+            .map_err(|e| svc_err(format!("Dockerfile: {e}")))?
             .unwrap_or_default();
         let text = String::from_utf8_lossy(&text);
         let from: BTreeMap<String, String> = dockerfile::from_images(&text, &build.args)

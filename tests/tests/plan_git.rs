@@ -782,6 +782,52 @@ fn a_missing_build_context_names_the_service_and_the_path() {
 }
 
 #[test]
+fn a_build_context_that_is_a_file_names_the_service() {
+    let talk = TalkProject::new();
+    talk.backend.write(
+        "docker-compose.yml",
+        &TALK_COMPOSE.replace("build: ./services/report", "build: ./README.md"),
+    );
+    talk.backend.commit_and_push("report: a file as context");
+    let err = talk.plan_err("dev");
+    assert!(err.contains("service `report`"), "names the service: {err}");
+    assert!(err.contains("README.md"), "names the path: {err}");
+    assert!(err.contains("not a directory"), "says what is wrong: {err}");
+}
+
+#[test]
+fn a_dockerfile_that_is_a_directory_names_the_service() {
+    let talk = TalkProject::new();
+    talk.backend.write(
+        "docker-compose.yml",
+        &TALK_COMPOSE.replace(
+            "dockerfile: ../../shared/Dockerfile",
+            "dockerfile: ../../shared",
+        ),
+    );
+    talk.backend.commit_and_push("auth: a directory as Dockerfile");
+    let err = talk.plan_err("dev");
+    assert!(err.contains("service `auth`"), "names the service: {err}");
+    assert!(err.contains("shared"), "names the path: {err}");
+    assert!(err.contains("not a file"), "says what is wrong: {err}");
+}
+
+#[test]
+fn a_build_context_that_leaves_the_workspace_names_the_service() {
+    let talk = TalkProject::new();
+    talk.backend.write(
+        "docker-compose.yml",
+        &TALK_COMPOSE.replace("build: ./base", "build: ../outside"),
+    );
+    talk.backend.commit_and_push("base: outside");
+    let err = talk.plan_err("dev");
+    assert_eq!(
+        err,
+        "service `base`: build context `../outside` leaves the workspace"
+    );
+}
+
+#[test]
 fn a_missing_dockerfile_names_the_service_and_the_path() {
     let talk = TalkProject::new();
     talk.frontend.remove("admin/Dockerfile");
