@@ -353,6 +353,95 @@ fn containers_deploy_after_what_they_depend_on() {
     assert!(wave_of("db") < wave_of("api"), "{:?}", plan.waves);
 }
 
+#[test]
+fn from_an_untagged_name_depends_on_the_service_that_builds_it_as_latest() {
+    let talk = TalkProject::new();
+    talk.backend.write(
+        "docker-compose.yml",
+        &TALK_COMPOSE.replace("image: cloudmatrix/base\n", "image: cloudmatrix/base:latest\n"),
+    );
+    talk.backend.commit_and_push("base: explicit latest tag");
+    let plan = talk.plan_ok("dev");
+    assert_eq!(
+        plan.build_specs["report"].from_services,
+        BTreeMap::from([("cloudmatrix/base".to_string(), "base".to_string())]),
+        "`FROM cloudmatrix/base` is `cloudmatrix/base:latest`"
+    );
+}
+
+#[test]
+fn from_through_a_build_arg_depends_on_the_service_that_builds_it() {
+    let talk = TalkProject::new();
+    talk.backend.write(
+        "services/report/Dockerfile",
+        "ARG BASE=busybox\nFROM ${BASE}\nCOPY . /report\n",
+    );
+    talk.backend.write(
+        "docker-compose.yml",
+        &TALK_COMPOSE.replace(
+            "  report:\n    build: ./services/report\n",
+            "  report:\n    build:\n      context: ./services/report\n      args: { BASE: cloudmatrix/base }\n",
+        ),
+    );
+    talk.backend.commit_and_push("report: base image from a build arg");
+    let before = talk.plan_ok("dev");
+    assert_eq!(
+        before.build_specs["report"].inputs.from_keys["cloudmatrix/base"],
+        before.build_specs["base"].key
+    );
+    talk.backend.write("base/lib.txt", "base v2\n");
+    talk.backend.commit_and_push("base: v2");
+    let after = talk.plan_ok("dev");
+    assert_eq!(
+        changed(&build_keys(&before), &build_keys(&after)),
+        ["base", "report"]
+    );
+}
+
+#[test]
+fn a_service_that_runs_an_image_built_by_another_service_follows_its_key() {
+    let talk = TalkProject::new();
+    talk.backend.write(
+        "docker-compose.yml",
+        &format!("{TALK_COMPOSE}  base-shell:\n    image: cloudmatrix/base\n    command: [\"sh\"]\n"),
+    );
+    talk.backend.commit_and_push("a service running the base image");
+    let before = talk.plan_ok("dev");
+    let shell = before
+        .desired
+        .iter()
+        .find(|d| d.service == "base-shell")
+        .expect("base-shell is deployed");
+    assert_eq!(
+        shell.spec.image, before.build_specs["base"].tag,
+        "the image built here, not a registry image of that name"
+    );
+    talk.backend.write("base/lib.txt", "base v2\n");
+    talk.backend.commit_and_push("base: v2");
+    let after = talk.plan_ok("dev");
+    assert_eq!(
+        changed(&deploy_keys(&before), &deploy_keys(&after)),
+        ["base", "base-shell", "report"]
+    );
+}
+
+#[test]
+fn dockerfiles_that_build_from_each_other_are_an_error_naming_them() {
+    let talk = TalkProject::new();
+    talk.backend.write("base/Dockerfile", "FROM cloudmatrix/report\n");
+    talk.backend.write(
+        "docker-compose.yml",
+        &TALK_COMPOSE.replace(
+            "    build: ./services/report\n",
+            "    build: ./services/report\n    image: cloudmatrix/report\n",
+        ),
+    );
+    talk.backend.commit_and_push("a cycle");
+    let err = talk.plan_err("dev");
+    assert!(err.contains("cycle"), "says what is wrong: {err}");
+    assert!(err.contains("base") && err.contains("report"), "names both: {err}");
+}
+
 // ---- environments: branches and template variables ----
 
 #[test]
