@@ -546,3 +546,19 @@ pub fn make_plan(
         waves,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::image_ref;
+
+    #[test]
+    fn an_untagged_image_name_means_latest() {
+        assert_eq!(image_ref("cloudmatrix/base"), "cloudmatrix/base:latest");
+        assert_eq!(image_ref("cloudmatrix/base:1"), "cloudmatrix/base:1");
+        assert_eq!(
+            image_ref("registry:5000/cloudmatrix/base"),
+            "registry:5000/cloudmatrix/base:latest"
+        );
+        assert_eq!(image_ref("busybox@sha256:abc"), "busybox@sha256:abc");
+    }
+}
