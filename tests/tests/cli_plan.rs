@@ -283,3 +283,88 @@ fn a_malformed_marvin_yml_fails_with_file_line_and_column_and_without_a_panic() 
         run.stderr
     );
 }
+
+/// Removes every Docker object labelled with the project when the test ends, passed or failed.
+struct RemoveLabelled {
+    project: String,
+}
+
+impl Drop for RemoveLabelled {
+    fn drop(&mut self) {
+        use marvin_core::engine::{DockerEngine, Engine, LABEL_PROJECT};
+        let labels =
+            std::collections::BTreeMap::from([(LABEL_PROJECT.to_string(), self.project.clone())]);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("start a tokio runtime");
+        let removed = runtime.block_on(async {
+            DockerEngine::connect()
+                .map_err(|e| e.to_string())?
+                .remove_labelled(&labels)
+                .await
+                .map_err(|e| e.to_string())
+        });
+        if let Err(e) = removed {
+            eprintln!("cannot remove the Docker objects of {}: {e}", self.project);
+        }
+    }
+}
+
+#[test]
+fn plan_with_the_local_engine_reuses_an_image_that_carries_the_key() {
+    let talk = TalkProject::new();
+    let project = talk.project_name();
+    let _cleanup = RemoveLabelled {
+        project: project.clone(),
+    };
+    let web = talk.plan_ok("dev").build_specs["web"].clone();
+    // An image with no layers is enough: the plan only reads its labels.
+    let mut docker = std::process::Command::new("docker")
+        .args(["build", "-q", "-t", &web.tag])
+        .args(["--label", &format!("io.marvin.project={project}")])
+        .args(["--label", &format!("io.marvin.build-key={}", web.key)])
+        .arg("-")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("this test needs the `docker` command and the local Docker engine");
+    {
+        use std::io::Write;
+        let mut stdin = docker.stdin.take().expect("stdin is piped");
+        stdin
+            .write_all(b"FROM scratch\nLABEL io.marvin.role=test\n")
+            .expect("write the Dockerfile");
+    }
+    let status = docker.wait().expect("docker build finishes");
+    assert!(status.success(), "docker build of {} failed", web.tag);
+
+    let run = run_marvin(&talk.dir, None, &["plan", "dev", "--json"]);
+    let plan = json(&run);
+    assert_eq!(
+        plan["assumed_empty_engine"], false,
+        "this test needs the local Docker engine (DOCKER_HOST or /var/run/docker.sock): {}",
+        run.stderr
+    );
+    for build in plan["builds"].as_array().expect("builds is a list") {
+        let (action, reason) = if build["service"] == "web" {
+            ("reuse", "key-present")
+        } else {
+            ("build", "new-key")
+        };
+        assert_eq!(build["action"], action, "{build}");
+        assert_eq!(build["reason"], reason, "{build}");
+    }
+    let text = run_marvin(&talk.dir, None, &["plan", "dev"]);
+    assert!(text.success(), "{text:?}");
+    assert!(
+        !text.stdout.contains("no Docker engine answered"),
+        "{}",
+        text.stdout
+    );
+    assert!(
+        text.stdout.contains("6 to build, 1 reused"),
+        "{}",
+        text.stdout
+    );
+}

@@ -312,8 +312,14 @@ fn changing_a_runtime_setting_changes_only_that_services_deploy_key() {
     talk.backend.commit_and_push("web: another port");
     let after = talk.plan_ok("dev");
     let no_change: Vec<String> = Vec::new();
-    assert_eq!(changed(&build_keys(&before), &build_keys(&after)), no_change);
-    assert_eq!(changed(&deploy_keys(&before), &deploy_keys(&after)), ["web"]);
+    assert_eq!(
+        changed(&build_keys(&before), &build_keys(&after)),
+        no_change
+    );
+    assert_eq!(
+        changed(&deploy_keys(&before), &deploy_keys(&after)),
+        ["web"]
+    );
 }
 
 #[test]
@@ -358,7 +364,10 @@ fn from_an_untagged_name_depends_on_the_service_that_builds_it_as_latest() {
     let talk = TalkProject::new();
     talk.backend.write(
         "docker-compose.yml",
-        &TALK_COMPOSE.replace("image: cloudmatrix/base\n", "image: cloudmatrix/base:latest\n"),
+        &TALK_COMPOSE.replace(
+            "image: cloudmatrix/base\n",
+            "image: cloudmatrix/base:latest\n",
+        ),
     );
     talk.backend.commit_and_push("base: explicit latest tag");
     let plan = talk.plan_ok("dev");
@@ -383,7 +392,8 @@ fn from_through_a_build_arg_depends_on_the_service_that_builds_it() {
             "  report:\n    build:\n      context: ./services/report\n      args: { BASE: cloudmatrix/base }\n",
         ),
     );
-    talk.backend.commit_and_push("report: base image from a build arg");
+    talk.backend
+        .commit_and_push("report: base image from a build arg");
     let before = talk.plan_ok("dev");
     assert_eq!(
         before.build_specs["report"].inputs.from_keys["cloudmatrix/base"],
@@ -403,9 +413,12 @@ fn a_service_that_runs_an_image_built_by_another_service_follows_its_key() {
     let talk = TalkProject::new();
     talk.backend.write(
         "docker-compose.yml",
-        &format!("{TALK_COMPOSE}  base-shell:\n    image: cloudmatrix/base\n    command: [\"sh\"]\n"),
+        &format!(
+            "{TALK_COMPOSE}  base-shell:\n    image: cloudmatrix/base\n    command: [\"sh\"]\n"
+        ),
     );
-    talk.backend.commit_and_push("a service running the base image");
+    talk.backend
+        .commit_and_push("a service running the base image");
     let before = talk.plan_ok("dev");
     let shell = before
         .desired
@@ -428,7 +441,8 @@ fn a_service_that_runs_an_image_built_by_another_service_follows_its_key() {
 #[test]
 fn dockerfiles_that_build_from_each_other_are_an_error_naming_them() {
     let talk = TalkProject::new();
-    talk.backend.write("base/Dockerfile", "FROM cloudmatrix/report\n");
+    talk.backend
+        .write("base/Dockerfile", "FROM cloudmatrix/report\n");
     talk.backend.write(
         "docker-compose.yml",
         &TALK_COMPOSE.replace(
@@ -439,7 +453,121 @@ fn dockerfiles_that_build_from_each_other_are_an_error_naming_them() {
     talk.backend.commit_and_push("a cycle");
     let err = talk.plan_err("dev");
     assert!(err.contains("cycle"), "says what is wrong: {err}");
-    assert!(err.contains("base") && err.contains("report"), "names both: {err}");
+    assert!(
+        err.contains("base") && err.contains("report"),
+        "names both: {err}"
+    );
+}
+
+#[test]
+fn rewriting_the_compose_file_without_changing_its_meaning_changes_no_key() {
+    let talk = TalkProject::new();
+    let before = talk.plan_ok("dev");
+    talk.backend.write(
+        "docker-compose.yml",
+        r#"x-common: &common
+  restart: unless-stopped
+  labels:
+    team: cloudmatrix
+
+# The same services, in another order, spelled differently.
+services:
+  db:
+    image: busybox
+    command: [sleep, "3600"]
+  admin:
+    build: fe/admin
+  web:
+    build:
+      context: fe/web/
+    ports:
+      - "8080:80"
+    <<: *common
+  report: { build: { context: services/report } }
+  base:
+    image: cloudmatrix/base
+    build:
+      context: ./base/.
+  auth:
+    build:
+      dockerfile: ../../shared/Dockerfile
+      context: services/auth
+    <<: *common
+  worker:
+    build: { target: prod, context: ./services/worker }
+    <<: *common
+  api:
+    depends_on:
+      db:
+        condition: service_started
+    environment:
+      - LOG_LEVEL=${LOG_LEVEL:-warn}
+    build:
+      args:
+        - VERSION={{API_VERSION}}
+      context: ./services/api
+    <<: *common
+"#,
+    );
+    talk.backend.commit_and_push("compose: reformatted");
+    let after = talk.plan_ok("dev");
+    let no_change: Vec<String> = Vec::new();
+    assert_eq!(
+        changed(&build_keys(&before), &build_keys(&after)),
+        no_change
+    );
+    assert_eq!(
+        changed(&deploy_keys(&before), &deploy_keys(&after)),
+        no_change
+    );
+}
+
+#[test]
+fn the_top_level_services_format_gives_the_same_keys_as_the_services_format() {
+    let talk = TalkProject::new();
+    let before = talk.plan_ok("dev");
+    let v1 = "api:\n  build: ./services/api\n  environment: { LOG_LEVEL: \"${LOG_LEVEL:-warn}\" }\nweb:\n  build: ./fe/web\n";
+    let v2 = "services:\n  api:\n    build: ./services/api\n    environment: { LOG_LEVEL: \"${LOG_LEVEL:-warn}\" }\n  web:\n    build: ./fe/web\n";
+    talk.backend.write("docker-compose.yml", v1);
+    talk.backend.commit_and_push("compose: the talk's format");
+    let old_format = talk.plan_ok("dev");
+    talk.backend.write("docker-compose.yml", v2);
+    talk.backend.commit_and_push("compose: services format");
+    let new_format = talk.plan_ok("dev");
+    assert_eq!(build_keys(&old_format), build_keys(&new_format));
+    assert_eq!(deploy_keys(&old_format), deploy_keys(&new_format));
+    assert_eq!(
+        build_keys(&old_format)["web"],
+        build_keys(&before)["web"],
+        "web's inputs are the same as in the full file"
+    );
+}
+
+#[test]
+fn changing_an_environments_env_file_changes_deploy_keys_but_no_build_key() {
+    let talk = TalkProject::new();
+    talk.backend
+        .write("envs/common.env", "# shared\nTZ=Asia/Shanghai\n");
+    talk.backend.commit_and_push("envs: common");
+    talk.write_environments(&marvin_tests::TALK_ENVIRONMENTS.replace(
+        "    branches: { frontend: dev-fe }\n",
+        "    branches: { frontend: dev-fe }\n    env_file: [envs/common.env]\n",
+    ));
+    let before = talk.plan_ok("dev");
+    talk.backend.write("envs/common.env", "# shared\nTZ=UTC\n");
+    talk.backend.commit_and_push("envs: UTC");
+    let after = talk.plan_ok("dev");
+    let no_change: Vec<String> = Vec::new();
+    assert_eq!(
+        changed(&build_keys(&before), &build_keys(&after)),
+        no_change
+    );
+    let mut every_service: Vec<String> = deploy_keys(&before).into_keys().collect();
+    every_service.sort();
+    assert_eq!(
+        changed(&deploy_keys(&before), &deploy_keys(&after)),
+        every_service
+    );
 }
 
 // ---- environments: branches and template variables ----
@@ -586,8 +714,10 @@ fn a_context_that_holds_another_repos_mount_is_keyed_by_that_repos_tree_too() {
         "docker-compose.yml",
         &format!("{TALK_COMPOSE}  everything:\n    build: .\n"),
     );
-    talk.backend.write("Dockerfile", "FROM busybox\nCOPY . /all\n");
-    talk.backend.commit_and_push("a service built from the whole workspace");
+    talk.backend
+        .write("Dockerfile", "FROM busybox\nCOPY . /all\n");
+    talk.backend
+        .commit_and_push("a service built from the whole workspace");
     let before = talk.plan_ok("dev");
     let everything = &before.build_specs["everything"];
     assert_eq!(
@@ -615,10 +745,14 @@ fn a_context_at_a_repos_mount_point_is_that_repos_root_tree() {
         "docker-compose.yml",
         &format!("{TALK_COMPOSE}  frontend-all:\n    build:\n      context: ./fe\n      dockerfile: web/Dockerfile\n"),
     );
-    talk.backend.commit_and_push("a service built from the whole frontend");
+    talk.backend
+        .commit_and_push("a service built from the whole frontend");
     let plan = talk.plan_ok("dev");
     let spec = &plan.build_specs["frontend-all"];
-    assert_eq!(spec.inputs.context_tree, talk.frontend.rev_parse("dev-fe^{tree}"));
+    assert_eq!(
+        spec.inputs.context_tree,
+        talk.frontend.rev_parse("dev-fe^{tree}")
+    );
     assert_eq!(spec.dockerfile, "fe/web/Dockerfile");
     assert_eq!(
         spec.inputs.dockerfile_blob,
@@ -672,9 +806,11 @@ fn a_force_pushed_branch_is_planned_at_its_new_commit() {
     let before = talk.plan_ok("dev");
     // Rewrite develop: the v2 commit is replaced by another one.
     talk.backend.git(&["reset", "-q", "--hard", "HEAD~1"]);
-    talk.backend.write("services/api/main.txt", "api v2, rewritten\n");
+    talk.backend
+        .write("services/api/main.txt", "api v2, rewritten\n");
     let rewritten = talk.backend.commit("api: v2 done differently");
-    talk.backend.git(&["push", "-q", "--force", "origin", "develop"]);
+    talk.backend
+        .git(&["push", "-q", "--force", "origin", "develop"]);
     let after = talk.plan_ok("dev");
     assert_eq!(after.commits[0].id, rewritten);
     assert_eq!(
@@ -689,7 +825,8 @@ fn a_branch_deleted_on_the_remote_is_missing_on_the_next_plan() {
     let talk = TalkProject::new();
     talk.plan_ok("dev");
     talk.frontend.checkout("master");
-    talk.frontend.git(&["push", "-q", "origin", "--delete", "dev-fe"]);
+    talk.frontend
+        .git(&["push", "-q", "origin", "--delete", "dev-fe"]);
     let err = talk.plan_err("dev");
     assert!(
         err.contains("repo `frontend`") && err.contains("branch `dev-fe` not found"),
@@ -894,7 +1031,8 @@ fn a_dockerfile_that_is_a_directory_names_the_service() {
             "dockerfile: ../../shared",
         ),
     );
-    talk.backend.commit_and_push("auth: a directory as Dockerfile");
+    talk.backend
+        .commit_and_push("auth: a directory as Dockerfile");
     let err = talk.plan_err("dev");
     assert!(err.contains("service `auth`"), "names the service: {err}");
     assert!(err.contains("shared"), "names the path: {err}");
