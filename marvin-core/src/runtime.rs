@@ -1654,10 +1654,8 @@ fn sweep_abandoned(
     let dead: Vec<JobId> = store
         .active_owners(project)?
         .into_iter()
-        .filter(|(_, owner, heartbeat, created)| {
-            !owner_alive(owner.as_deref(), *heartbeat, *created, now_ms)
-        })
-        .map(|(id, ..)| id)
+        .filter(|o| !owner_alive(o.owner.as_deref(), o.heartbeat_ms, o.created_ms, now_ms))
+        .map(|o| o.job)
         .collect();
     store.interrupt_jobs(&dead, now_ms)
 }

@@ -201,9 +201,8 @@ impl Store {
         })
     }
 
-    /// Who runs each queued or running job of a project: `(job, owner,
-    /// heartbeat_ms, created_ms)`, so a new process can tell which ones
-    /// belong to a process that is gone.
+    /// Who runs each queued or running job of a project, so a new process
+    /// can tell which ones belong to a process that is gone.
     pub fn active_owners(
         &self,
         project: &str,
@@ -435,4 +434,17 @@ fn insert_logs<'a>(
         stmt.execute(params![job, seq, now_ms, stream, line])?;
     }
     Ok(())
+}
+
+/// Which process runs an unfinished job, and when it last said so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobOwner {
+    /// The job.
+    pub job: JobId,
+    /// `host:pid` of the process running it, once it has heart-beaten.
+    pub owner: Option<String>,
+    /// Its last heartbeat (unix millis).
+    pub heartbeat_ms: Option<i64>,
+    /// When the job was created.
+    pub created_ms: i64,
 }
