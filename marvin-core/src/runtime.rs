@@ -571,11 +571,9 @@ impl Runtime {
                     .store
                     .start_job(ctx.id, self.inner.clock.now_ms());
                 ctx.emit(EventKind::Started);
-                let work = self.execute(&ctx, &kind);
-                let result = tokio::select! {
-                    r = work => r,
-                    _ = ctx.cancel.cancelled() => Err(StepError::new("cancel", "cancelled")),
-                };
+                // Cancelling is cooperative: each step stops at a point where
+                // nothing is half-done (see `build`, `deploy`, `run_task_container`).
+                let result = self.execute(&ctx, &kind).await;
                 if let Err(e) = &result
                     && e.step != "cancel"
                     && matches!(kind, JobKind::Build { .. } | JobKind::Rollback { .. })
@@ -715,7 +713,11 @@ impl Runtime {
         let resolved = self.resolve(ctx, true).await?;
         let plan = self.make_plan(ctx, &resolved, only, force).await?;
         ctx.check_cancel()?;
-        self.build_images(ctx, &resolved, &plan).await?;
+        // An image build can be abandoned at any time: images are only tagged when complete.
+        tokio::select! {
+            r = self.build_images(ctx, &resolved, &plan) => r?,
+            _ = ctx.cancel.cancelled() => return Err(StepError::new("cancel", "cancelled during the build; no container was changed")),
+        }
         ctx.check_cancel()?;
         self.deploy(ctx, &plan.desired, &plan, &resolved.commits)
             .await
@@ -1333,11 +1335,17 @@ impl Runtime {
             .ensure_network(&network, &labels)
             .await
             .map_err(|e| StepError::new("task", e.to_string()))?;
-        self.inner
-            .engine
-            .run_to_completion(spec, &log)
-            .await
-            .map_err(|e| StepError::new("task", format!("task `{task}`: {e}")))
+        let run = self.inner.engine.run_to_completion(spec, &log);
+        tokio::select! {
+            r = run => r.map_err(|e| StepError::new("task", format!("task `{task}`: {e}"))),
+            _ = ctx.cancel.cancelled() => {
+                // Stop the one-off container rather than leave it running.
+                if let Ok(Some(c)) = self.inner.engine.inspect_container(&spec.name).await {
+                    let _ = self.inner.engine.remove_container(&c.id).await;
+                }
+                Err(StepError::new("cancel", format!("cancelled while task `{task}` ran; its container was removed")))
+            }
+        }
     }
 
     async fn hook(
@@ -1646,10 +1654,8 @@ fn sweep_abandoned(
     let dead: Vec<JobId> = store
         .active_owners(project)?
         .into_iter()
-        .filter(|(_, owner, heartbeat, created)| {
-            !owner_alive(owner.as_deref(), *heartbeat, *created, now_ms)
-        })
-        .map(|(id, ..)| id)
+        .filter(|o| !owner_alive(o.owner.as_deref(), o.heartbeat_ms, o.created_ms, now_ms))
+        .map(|o| o.job)
         .collect();
     store.interrupt_jobs(&dead, now_ms)
 }
