@@ -34,7 +34,7 @@ pub enum BuildGate {
     },
 }
 
-/// May `who` build now, given the environment's lock?
+/// May `who` start a job that changes the environment (build, run, rollback) now, given its lock?
 pub fn may_build(lock: Option<&Lock>, who: &str, now_ms: i64) -> BuildGate {
     match lock.filter(|l| l.in_force(now_ms)) {
         None => BuildGate::Free,
