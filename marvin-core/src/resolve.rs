@@ -485,9 +485,35 @@ pub fn make_plan(
     let build_specs = build_specs(project, resolved)?;
     let desired = desired_containers(project, resolved, &build_specs)?;
 
+    // Images the selected services build FROM must exist too: include them
+    // (build or reuse), though their containers are not touched.
+    let mut needed: BTreeSet<String> = build_specs
+        .keys()
+        .filter(|s| selected(s))
+        .cloned()
+        .collect();
+    // A selected service may run an image another service builds.
+    for d in desired.iter().filter(|d| selected(&d.service)) {
+        if let Some(key) = &d.build_key {
+            needed.extend(
+                build_specs
+                    .values()
+                    .filter(|b| &b.key == key)
+                    .map(|b| b.service.clone()),
+            );
+        }
+    }
+    let mut frontier: Vec<String> = needed.iter().cloned().collect();
+    while let Some(s) = frontier.pop() {
+        for dep in build_specs[&s].from_services.values() {
+            if needed.insert(dep.clone()) {
+                frontier.push(dep.clone());
+            }
+        }
+    }
     let wanted: Vec<WantedImage> = build_specs
         .values()
-        .filter(|b| selected(&b.service))
+        .filter(|b| needed.contains(&b.service))
         .map(|b| WantedImage {
             service: b.service.clone(),
             key: b.key.clone(),
@@ -495,7 +521,11 @@ pub fn make_plan(
         })
         .collect();
     let forced: BTreeSet<String> = if force {
-        wanted.iter().map(|w| w.service.clone()).collect()
+        wanted
+            .iter()
+            .filter(|w| selected(&w.service))
+            .map(|w| w.service.clone())
+            .collect()
     } else {
         BTreeSet::new()
     };

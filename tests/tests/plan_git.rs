@@ -439,6 +439,28 @@ fn a_service_that_runs_an_image_built_by_another_service_follows_its_key() {
 }
 
 #[test]
+fn building_one_service_also_builds_the_images_it_needs_but_touches_only_its_container() {
+    let talk = TalkProject::new();
+    talk.backend.write(
+        "docker-compose.yml",
+        &format!(
+            "{TALK_COMPOSE}  base-shell:\n    image: cloudmatrix/base\n    command: [\"sh\"]\n"
+        ),
+    );
+    talk.backend
+        .commit_and_push("a service running the base image");
+    let options = PlanOptions {
+        services: vec!["base-shell".into(), "report".into()],
+        ..PlanOptions::default()
+    };
+    let plan = plan_with(&talk.config, "dev", &options).expect("plan");
+    let built: Vec<&str> = plan.builds.iter().map(|b| b.service.as_str()).collect();
+    assert_eq!(built, ["base", "report"]);
+    let deployed: Vec<&str> = plan.deploy.iter().map(|d| d.service.as_str()).collect();
+    assert_eq!(deployed, ["base-shell", "report"]);
+}
+
+#[test]
 fn dockerfiles_that_build_from_each_other_are_an_error_naming_them() {
     let talk = TalkProject::new();
     talk.backend
@@ -700,7 +722,8 @@ fn only_the_named_services_are_planned() {
     )
     .expect("plan two services");
     let built: Vec<&str> = plan.builds.iter().map(|b| b.service.as_str()).collect();
-    assert_eq!(built, ["report", "web"]);
+    // report builds FROM base's image, so base's image is planned too.
+    assert_eq!(built, ["base", "report", "web"]);
     let deployed: Vec<&str> = plan.deploy.iter().map(|d| d.service.as_str()).collect();
     assert_eq!(deployed, ["report", "web"]);
 }
