@@ -313,6 +313,8 @@ struct JobCtx {
     recent: Mutex<VecDeque<String>>,
     summary: Mutex<JobSummary>,
     cancel: CancellationToken,
+    /// Secret values of the environment, masked in every log line and report.
+    redactor: Mutex<Arc<crate::redact::Redactor>>,
 }
 
 impl JobCtx {
@@ -337,7 +339,9 @@ impl JobCtx {
     }
 
     fn log(&self, stream: &str, line: &str) {
-        let line = line.trim_end_matches(['\r', '\n']);
+        let redactor = Arc::clone(&self.redactor.lock().expect("redactor lock"));
+        let line = redactor.redact(line.trim_end_matches(['\r', '\n']));
+        let line = line.as_ref();
         {
             let mut recent = self.recent.lock().expect("log lock");
             if recent.len() == LAST_LINES {
@@ -513,11 +517,21 @@ impl Runtime {
                 ..JobSummary::default()
             }),
             cancel,
+            redactor: Mutex::new(Arc::new(self.secrets_of(&env))),
         });
         let runtime = self.clone();
         let kind = request.kind;
         let done = tokio::spawn(async move { runtime.run_job(ctx, kind).await });
         Ok(JobHandle { id: job.id, done })
+    }
+
+    /// A redactor for what marvin.yml alone says is secret in an environment
+    /// (its `env` and `vars`); plans add the values from env files.
+    fn secrets_of(&self, env: &str) -> crate::redact::Redactor {
+        match self.inner.marvin.project.environment(env) {
+            Ok(e) => crate::redact::Redactor::new(crate::redact::secret_values(e, &[])),
+            Err(_) => crate::redact::Redactor::none(),
+        }
     }
 
     /// Ask a running or queued job to stop. Returns whether it was found here.
@@ -594,6 +608,16 @@ impl Runtime {
             s.state = Some(state);
             s.duration_ms = started.elapsed().as_millis() as u64;
             if let Err(e) = outcome {
+                let redactor = Arc::clone(&ctx.redactor.lock().expect("redactor lock"));
+                let e = StepError {
+                    step: e.step,
+                    message: redactor.redact(&e.message).into_owned(),
+                    last_lines: e
+                        .last_lines
+                        .iter()
+                        .map(|l| redactor.redact(l).into_owned())
+                        .collect(),
+                };
                 s.failed_step = Some(e.step);
                 s.error = Some(e.message);
                 s.last_lines = if e.last_lines.is_empty() {
@@ -693,6 +717,17 @@ impl Runtime {
         .await
         .map_err(|e| StepError::new("plan", e.to_string()))?
         .map_err(|e| StepError::new("plan", e.to_string()))?;
+        // Every value a container will see that is named like a secret is masked from now on.
+        if let Ok(env) = self.inner.marvin.project.environment(&ctx.env) {
+            let pairs: Vec<(String, String)> = plan
+                .desired
+                .iter()
+                .flat_map(|d| d.spec.env.iter().cloned())
+                .collect();
+            *ctx.redactor.lock().expect("redactor lock") = Arc::new(crate::redact::Redactor::new(
+                crate::redact::secret_values(env, &pairs),
+            ));
+        }
         let c = plan.counts();
         ctx.log(
             "marvin",
