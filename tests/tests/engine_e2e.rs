@@ -9,11 +9,12 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common_e2e::{
-    Fixture, Options, all_services, assert_succeeded, build, job, log_text, run, sorted,
+    Fixture, Options, all_services, assert_succeeded, build, job, log_text, request, run, sorted,
 };
 use marvin_core::engine::{ContainerState, HealthState, LABEL_DEPLOY_KEY};
+use marvin_core::marvin::PlanOptions;
 use marvin_core::runtime::JobKind;
-use marvin_core::store::JobState;
+use marvin_core::store::{JobState, Store};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn first_build_starts_every_service_and_services_reach_each_other_by_name() {
@@ -121,4 +122,396 @@ async fn staging_reuses_every_image_and_is_isolated_from_dev() {
     let own = job(&rt, run("staging", "fetch", &["http://api:8080/"])).await;
     assert_succeeded(&rt, &own);
     assert!(log_text(&rt, own.job).contains("hello from the api"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_healthcheck_fails_the_job_and_the_previous_container_serves_again() {
+    let fx = Fixture::new("health", Options::default()).await;
+    let rt = fx.runtime();
+    assert_succeeded(&rt, &job(&rt, build("dev")).await);
+    let before = fx.ids("dev").await;
+
+    // api's health check fetches /healthy: without it the new container is unhealthy.
+    fx.commit("backend", &[("api/healthy", None)], "api: drop the health page");
+    let broken = job(&rt, build("dev")).await;
+    assert_eq!(
+        broken.state,
+        Some(JobState::Failed),
+        "{}",
+        log_text(&rt, broken.job)
+    );
+    assert_eq!(broken.failed_step.as_deref(), Some("deploy"));
+    let error = broken.error.clone().unwrap_or_default();
+    assert!(error.contains("api"), "the error names the service: {error}");
+    assert_eq!(broken.rolled_back, vec!["api"]);
+
+    let after = fx.services("dev").await;
+    let ids: BTreeMap<String, String> = after.iter().map(|(s, c)| (s.clone(), c.id.clone())).collect();
+    assert_eq!(ids, before, "every service runs its previous container");
+    let api = fx
+        .wait_healthy(&fx.container_name("dev", "api"), Duration::from_secs(30))
+        .await;
+    assert_eq!(api.id, before["api"]);
+    assert_eq!(api.state, ContainerState::Running);
+    assert_eq!(api.health, Some(HealthState::Healthy), "the previous api is healthy");
+    assert!(
+        fx.containers("dev").await.iter().all(|c| !c.name.contains("-previous-")),
+        "no container is left aside"
+    );
+    let served = job(&rt, run("dev", "fetch", &["http://api:8080/healthy"])).await;
+    assert_succeeded(&rt, &served);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_before_deploy_hook_changes_no_container_and_tasks_report_exit_codes() {
+    let fx = Fixture::new(
+        "hook",
+        Options {
+            dev_before_deploy: vec!["gate"],
+        },
+    )
+    .await;
+    // The gate passes while api's image holds /www/open.
+    fx.commit("backend", &[("api/open", Some("yes\n"))], "api: open the gate");
+    let rt = fx.runtime();
+    let first = job(&rt, build("dev")).await;
+    assert_succeeded(&rt, &first);
+    assert!(log_text(&rt, first.job).contains("marvin: == before_deploy"));
+    let before = fx.ids("dev").await;
+
+    fx.commit(
+        "backend",
+        &[("api/open", None), ("api/index.html", Some("closed\n"))],
+        "api: close the gate",
+    );
+    let gated = job(&rt, build("dev")).await;
+    assert_eq!(gated.state, Some(JobState::Failed), "{}", log_text(&rt, gated.job));
+    assert_eq!(gated.failed_step.as_deref(), Some("before_deploy"));
+    let error = gated.error.clone().unwrap_or_default();
+    assert!(error.contains("gate"), "the error names the hook: {error}");
+    assert_eq!(
+        gated.built.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>(),
+        vec!["api"]
+    );
+    assert!(gated.recreated.is_empty() && gated.created.is_empty() && gated.removed.is_empty());
+    assert_eq!(fx.ids("dev").await, before, "no container changed");
+    for (service, c) in fx.services("dev").await {
+        assert_eq!(c.state, ContainerState::Running, "{service} still runs");
+    }
+
+    // A task's exit code and output, both streams, reach the summary and the log.
+    let task = job(&rt, run("dev", "fail-loudly", &[])).await;
+    assert_eq!(task.state, Some(JobState::Failed));
+    assert_eq!(task.exit_code, Some(3));
+    assert_eq!(task.failed_step.as_deref(), Some("task"));
+    let log = log_text(&rt, task.job);
+    assert!(log.contains("task:fail-loudly: about to fail"), "{log}");
+    assert!(log.contains("task:fail-loudly: on stderr"), "{log}");
+    assert!(
+        task.last_lines.iter().any(|l| l.contains("about to fail")),
+        "{:?}",
+        task.last_lines
+    );
+    let ok = job(&rt, run("dev", "nap", &["0"])).await;
+    assert_succeeded(&rt, &ok);
+    assert_eq!(ok.exit_code, Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_build_names_the_service_and_its_last_log_lines() {
+    let fx = Fixture::new("buildfail", Options::default()).await;
+    let rt = fx.runtime();
+    assert_succeeded(&rt, &job(&rt, build("dev")).await);
+    let before = fx.ids("dev").await;
+
+    fx.commit(
+        "backend",
+        &[(
+            "worker/Dockerfile",
+            Some(&format!(
+                "FROM {}\nRUN echo marker-before-failure && false\nCMD [\"sh\"]\n",
+                common_e2e::BASE_IMAGE
+            )),
+        )],
+        "worker: a build step that fails",
+    );
+    let failed = job(&rt, build("dev")).await;
+    assert_eq!(failed.state, Some(JobState::Failed), "{}", log_text(&rt, failed.job));
+    assert_eq!(failed.failed_step.as_deref(), Some("build"));
+    let error = failed.error.clone().unwrap_or_default();
+    assert!(error.contains("worker"), "the error names the service: {error}");
+    let last = failed.last_lines.join("\n");
+    assert!(
+        last.contains("marker-before-failure"),
+        "the last lines show the build's output:\n{last}"
+    );
+    assert!(
+        last.contains("non-zero code") || last.contains("exit code"),
+        "the last lines show why it stopped:\n{last}"
+    );
+    assert_eq!(fx.ids("dev").await, before, "no container changed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_during_deploy_the_job_is_interrupted_and_the_next_build_converges() {
+    let fx = Fixture::new("kill", Options::default()).await;
+    {
+        let rt = fx.runtime();
+        assert_succeeded(&rt, &job(&rt, build("dev")).await);
+    }
+    // api now takes seconds to serve (so the deploy is caught mid-recreate),
+    // with a start period to match; web and docs change too, so work is left
+    // on both sides of it.
+    let compose = common_e2e::COMPOSE.replace(
+        "      retries: 3\n",
+        "      retries: 3\n      start_period: 60s\n",
+    );
+    assert_ne!(compose, common_e2e::COMPOSE);
+    fx.commit(
+        "backend",
+        &[
+            (
+                "api/Dockerfile",
+                Some(&format!(
+                    "FROM {}\nCOPY . /www\nCMD [\"sh\", \"-c\", \"sleep 5; exec httpd -f -p 8080 -h /www\"]\n",
+                    common_e2e::BASE_IMAGE
+                )),
+            ),
+            ("docker-compose.yml", Some(&compose)),
+        ],
+        "api: slow start",
+    );
+    fx.commit(
+        "frontend",
+        &[
+            ("web/index.html", Some("<h1>web 2</h1>\n")),
+            ("docs/index.html", Some("<p>docs 2</p>\n")),
+        ],
+        "web, docs: second version",
+    );
+
+    let output = fx.root.join("marvin-build.out");
+    let out = std::fs::File::create(&output).expect("create the output file");
+    let mut child = std::process::Command::new(common_e2e::marvin_binary())
+        .arg("--config")
+        .arg(&fx.config)
+        .arg("--data-dir")
+        .arg(&fx.data)
+        .args(["build", "dev"])
+        .stdout(out.try_clone().expect("clone the output file"))
+        .stderr(out)
+        .spawn()
+        .expect("start marvin build dev");
+    let store = Store::open_in(&fx.data).expect("open the store");
+    let shown = |output: &std::path::Path| std::fs::read_to_string(output).unwrap_or_default();
+    let api = fx.container_name("dev", "api");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let killed_job = loop {
+        if let Some(status) = child.try_wait().expect("poll marvin") {
+            panic!(
+                "marvin ended ({status}) before it could be killed mid-deploy:\n{}",
+                shown(&output)
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "marvin never reached a recreate in the deploy step:\n{}",
+            shown(&output)
+        );
+        let newest = store
+            .jobs(&fx.project, Some("dev"), 1)
+            .expect("read the jobs")
+            .pop()
+            .filter(|j| j.state == JobState::Running);
+        if let Some(j) = newest {
+            let deploying = store.events(j.id).expect("read the events").iter().any(|e| {
+                e.kind == "step" && e.data.get("step").and_then(|s| s.as_str()) == Some("deploy")
+            });
+            let aside = fx
+                .containers("dev")
+                .await
+                .iter()
+                .any(|c| c.name.starts_with(&format!("{api}-previous-")));
+            if deploying && aside {
+                break j.id;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    child.kill().expect("SIGKILL marvin");
+    child.wait().expect("reap marvin");
+    assert_eq!(
+        store.job(killed_job).expect("read the job").map(|j| j.state),
+        Some(JobState::Running),
+        "nobody finished the killed job"
+    );
+
+    // A new process finds the job abandoned.
+    let rt = fx.runtime();
+    let history = rt.history("dev", 10).expect("history");
+    let killed = history
+        .iter()
+        .find(|j| j.id == killed_job)
+        .expect("the killed job is in the history");
+    assert_eq!(killed.state, JobState::Interrupted);
+
+    let next = job(&rt, build("dev")).await;
+    assert_succeeded(&rt, &next);
+    let log = log_text(&rt, next.job);
+    assert!(
+        log.contains(&format!("removing leftover container {api}-previous-{killed_job}")),
+        "the api container the killed job set aside is removed:\n{log}"
+    );
+
+    // As a clean build would leave it: each service once, running, with the
+    // deploy key a plan wants now, nothing aside, nothing left to do.
+    let plan = fx
+        .marvin()
+        .plan("dev", &PlanOptions::default())
+        .await
+        .expect("plan dev");
+    let c = plan.counts();
+    assert_eq!(
+        (c.build, c.create, c.recreate, c.remove),
+        (0, 0, 0, 0),
+        "a plan after the build finds nothing to do"
+    );
+    let running = fx.services("dev").await;
+    assert_eq!(running.keys().cloned().collect::<Vec<_>>(), all_services());
+    for d in &plan.desired {
+        let c = &running[&d.service];
+        assert_eq!(c.state, ContainerState::Running, "{} runs", d.service);
+        assert_eq!(c.name, fx.container_name("dev", &d.service));
+        assert_eq!(
+            c.labels.get(LABEL_DEPLOY_KEY),
+            Some(&d.deploy_key.0),
+            "{} has the desired deploy key",
+            d.service
+        );
+    }
+    let leftovers: Vec<String> = fx
+        .containers("dev")
+        .await
+        .into_iter()
+        .map(|c| c.name)
+        .filter(|n| n.contains("-previous-"))
+        .collect();
+    assert!(leftovers.is_empty(), "left aside: {leftovers:?}");
+    let api = fx
+        .wait_healthy(&fx.container_name("dev", "api"), Duration::from_secs(30))
+        .await;
+    assert_eq!(api.health, Some(HealthState::Healthy));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builds_of_one_environment_queue_and_builds_of_two_environments_overlap() {
+    let fx = Fixture::new("queue", Options::default()).await;
+    let rt = fx.runtime();
+
+    let a = rt.submit(build("dev")).expect("submit");
+    let b = rt.submit(build("dev")).expect("submit");
+    let (a, b) = tokio::join!(a.wait(), b.wait());
+    assert_succeeded(&rt, &a);
+    assert_succeeded(&rt, &b);
+    let times = |id| {
+        let j = rt.store().job(id).expect("read").expect("the job exists");
+        (
+            j.started_ms.expect("it started"),
+            j.finished_ms.expect("it finished"),
+        )
+    };
+    let (a_start, a_end) = times(a.job);
+    let (b_start, b_end) = times(b.job);
+    assert!(
+        b_start >= a_end,
+        "the second dev build waits for the first: #{} {a_start}..{a_end}, #{} {b_start}..{b_end}",
+        a.job,
+        b.job
+    );
+    assert_eq!(
+        sorted(&b.unchanged),
+        all_services(),
+        "the second build plans after the first deployed"
+    );
+
+    fx.commit(
+        "frontend",
+        &[("docs/index.html", Some("<p>docs 2</p>\n"))],
+        "docs: second version",
+    );
+    let dev = rt.submit(build("dev")).expect("submit");
+    let staging = rt.submit(build("staging")).expect("submit");
+    let (dev, staging) = tokio::join!(dev.wait(), staging.wait());
+    assert_succeeded(&rt, &dev);
+    assert_succeeded(&rt, &staging);
+    let (d_start, d_end) = times(dev.job);
+    let (s_start, s_end) = times(staging.job);
+    assert!(
+        d_start < s_end && s_start < d_end,
+        "dev and staging build at the same time: dev {d_start}..{d_end}, staging {s_start}..{s_end}"
+    );
+    let built = dev.built.len() + staging.built.len();
+    assert_eq!(built, 1, "the changed docs image is built once for both");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_restores_the_earlier_deploy_keys_and_a_queued_job_can_be_cancelled() {
+    let fx = Fixture::new("rollback", Options::default()).await;
+    let rt = fx.runtime();
+    let first = job(&rt, build("dev")).await;
+    assert_succeeded(&rt, &first);
+    fx.commit(
+        "frontend",
+        &[("docs/index.html", Some("<p>docs, second edition</p>\n"))],
+        "docs: second edition",
+    );
+    let second = job(&rt, build("dev")).await;
+    assert_succeeded(&rt, &second);
+    assert_eq!(second.recreated, vec!["docs"]);
+
+    let back = job(&rt, request("dev", JobKind::Rollback { job: None })).await;
+    assert_succeeded(&rt, &back);
+    assert_eq!(back.recreated, vec!["docs"], "only docs differs");
+    let recorded = rt
+        .store()
+        .deployment_of_job(first.job)
+        .expect("read")
+        .expect("the first build recorded a deployment");
+    let running = fx.services("dev").await;
+    assert_eq!(running.keys().cloned().collect::<Vec<_>>(), all_services());
+    for s in &recorded.services {
+        assert_eq!(
+            running[&s.service].labels.get(LABEL_DEPLOY_KEY),
+            Some(&s.deploy_key),
+            "{} runs the first deployment's container",
+            s.service
+        );
+    }
+    let page = job(&rt, run("dev", "fetch", &["http://docs:8080/"])).await;
+    assert_succeeded(&rt, &page);
+    let log = log_text(&rt, page.job);
+    assert!(log.contains("<p>docs</p>"), "the first edition is served:\n{log}");
+
+    // A job waiting for the environment can be cancelled before it starts.
+    let nap = rt.submit(run("dev", "nap", &["5"])).expect("submit");
+    let store = rt.store().clone();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while store.job(nap.id).expect("read").map(|j| j.state) != Some(JobState::Running) {
+        assert!(Instant::now() < deadline, "the nap never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let queued = rt.submit(build("dev")).expect("submit");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        store.job(queued.id).expect("read").map(|j| j.state),
+        Some(JobState::Queued),
+        "the build waits behind the nap"
+    );
+    assert!(rt.cancel(queued.id), "this runtime runs the queued job");
+    let cancelled = queued.wait().await;
+    assert_eq!(cancelled.state, Some(JobState::Cancelled));
+    let record = store.job(cancelled.job).expect("read").expect("exists");
+    assert_eq!(record.state, JobState::Cancelled);
+    assert_eq!(record.started_ms, None, "it never started");
+    assert_succeeded(&rt, &nap.wait().await);
 }

@@ -31,7 +31,7 @@ static BASE_USERS: tokio::sync::Mutex<usize> = tokio::sync::Mutex::const_new(0);
 
 /// The compose file: five tiny busybox services over two repos. `api` is
 /// healthy while it serves `/healthy`; `db` once it has written its volume.
-const COMPOSE: &str = r#"x-busybox: &busybox
+pub const COMPOSE: &str = r#"x-busybox: &busybox
   restart: unless-stopped
   size: XS
 
@@ -484,4 +484,22 @@ pub fn sorted(names: &[String]) -> Vec<String> {
 /// Every service name, as owned strings.
 pub fn all_services() -> Vec<String> {
     SERVICES.iter().map(|s| s.to_string()).collect()
+}
+
+/// The `marvin` binary built beside this test binary (`target/debug/marvin`).
+/// `cargo test --workspace` builds it; `cargo test -p marvin-tests` does not,
+/// so say how to get it rather than skip.
+pub fn marvin_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let debug = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binaries live in target/<profile>/deps");
+    let binary = debug.join("marvin");
+    assert!(
+        binary.is_file(),
+        "{} is missing: build it first with `cargo build -p marvin-cli` (same target dir)",
+        binary.display()
+    );
+    binary
 }
