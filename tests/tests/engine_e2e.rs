@@ -25,7 +25,11 @@ async fn first_build_starts_every_service_and_services_reach_each_other_by_name(
     assert_succeeded(&rt, &first);
     let built: Vec<String> = first.built.iter().map(|(s, _)| s.clone()).collect();
     assert_eq!(sorted(&built), all_services(), "every service is built");
-    assert_eq!(sorted(&first.created), all_services(), "every container is created");
+    assert_eq!(
+        sorted(&first.created),
+        all_services(),
+        "every container is created"
+    );
     let repos: Vec<&str> = first.commits.iter().map(|c| c.repo.as_str()).collect();
     assert_eq!(repos.len(), 2, "both repos are resolved: {repos:?}");
 
@@ -69,9 +73,16 @@ async fn one_changed_file_rebuilds_and_recreates_only_its_service() {
     assert_succeeded(&rt, &second);
     let built: Vec<&str> = second.built.iter().map(|(s, _)| s.as_str()).collect();
     assert_eq!(built, vec!["docs"], "exactly one image is built");
-    assert_eq!(second.recreated, vec!["docs"], "exactly one container is recreated");
+    assert_eq!(
+        second.recreated,
+        vec!["docs"],
+        "exactly one container is recreated"
+    );
     assert!(second.created.is_empty() && second.removed.is_empty());
-    assert_eq!(sorted(&second.unchanged), vec!["api", "db", "web", "worker"]);
+    assert_eq!(
+        sorted(&second.unchanged),
+        vec!["api", "db", "web", "worker"]
+    );
 
     let after = fx.ids("dev").await;
     for service in ["api", "db", "web", "worker"] {
@@ -98,18 +109,30 @@ async fn staging_reuses_every_image_and_is_isolated_from_dev() {
         "staging builds nothing: {:?}",
         staging.built
     );
-    assert_eq!(sorted(&staging.reused), all_services(), "every image is reused");
+    assert_eq!(
+        sorted(&staging.reused),
+        all_services(),
+        "every image is reused"
+    );
     assert_eq!(sorted(&staging.created), all_services());
     let dev = fx.ids("dev").await;
     let stg = fx.ids("staging").await;
     for service in common_e2e::SERVICES {
-        assert_ne!(dev[service], stg[service], "{service} runs once per environment");
+        assert_ne!(
+            dev[service], stg[service],
+            "{service} runs once per environment"
+        );
     }
 
     // dev's api answers to its container name on dev's network...
     let dev_api = format!("http://{}:8080/", fx.container_name("dev", "api"));
     let from_dev = job(&rt, run("dev", "fetch", &[&dev_api])).await;
-    assert_eq!(from_dev.exit_code, Some(0), "{}", log_text(&rt, from_dev.job));
+    assert_eq!(
+        from_dev.exit_code,
+        Some(0),
+        "{}",
+        log_text(&rt, from_dev.job)
+    );
     // ...but not on staging's, where `api` is staging's own.
     let from_staging = job(&rt, run("staging", "fetch", &[&dev_api])).await;
     assert_eq!(from_staging.state, Some(JobState::Failed));
@@ -132,7 +155,11 @@ async fn failing_healthcheck_fails_the_job_and_the_previous_container_serves_aga
     let before = fx.ids("dev").await;
 
     // api's health check fetches /healthy: without it the new container is unhealthy.
-    fx.commit("backend", &[("api/healthy", None)], "api: drop the health page");
+    fx.commit(
+        "backend",
+        &[("api/healthy", None)],
+        "api: drop the health page",
+    );
     let broken = job(&rt, build("dev")).await;
     assert_eq!(
         broken.state,
@@ -142,20 +169,33 @@ async fn failing_healthcheck_fails_the_job_and_the_previous_container_serves_aga
     );
     assert_eq!(broken.failed_step.as_deref(), Some("deploy"));
     let error = broken.error.clone().unwrap_or_default();
-    assert!(error.contains("api"), "the error names the service: {error}");
+    assert!(
+        error.contains("api"),
+        "the error names the service: {error}"
+    );
     assert_eq!(broken.rolled_back, vec!["api"]);
 
     let after = fx.services("dev").await;
-    let ids: BTreeMap<String, String> = after.iter().map(|(s, c)| (s.clone(), c.id.clone())).collect();
+    let ids: BTreeMap<String, String> = after
+        .iter()
+        .map(|(s, c)| (s.clone(), c.id.clone()))
+        .collect();
     assert_eq!(ids, before, "every service runs its previous container");
     let api = fx
         .wait_healthy(&fx.container_name("dev", "api"), Duration::from_secs(30))
         .await;
     assert_eq!(api.id, before["api"]);
     assert_eq!(api.state, ContainerState::Running);
-    assert_eq!(api.health, Some(HealthState::Healthy), "the previous api is healthy");
+    assert_eq!(
+        api.health,
+        Some(HealthState::Healthy),
+        "the previous api is healthy"
+    );
     assert!(
-        fx.containers("dev").await.iter().all(|c| !c.name.contains("-previous-")),
+        fx.containers("dev")
+            .await
+            .iter()
+            .all(|c| !c.name.contains("-previous-")),
         "no container is left aside"
     );
     let served = job(&rt, run("dev", "fetch", &["http://api:8080/healthy"])).await;
@@ -172,7 +212,11 @@ async fn failing_before_deploy_hook_changes_no_container_and_tasks_report_exit_c
     )
     .await;
     // The gate passes while api's image holds /www/open.
-    fx.commit("backend", &[("api/open", Some("yes\n"))], "api: open the gate");
+    fx.commit(
+        "backend",
+        &[("api/open", Some("yes\n"))],
+        "api: open the gate",
+    );
     let rt = fx.runtime();
     let first = job(&rt, build("dev")).await;
     assert_succeeded(&rt, &first);
@@ -185,12 +229,21 @@ async fn failing_before_deploy_hook_changes_no_container_and_tasks_report_exit_c
         "api: close the gate",
     );
     let gated = job(&rt, build("dev")).await;
-    assert_eq!(gated.state, Some(JobState::Failed), "{}", log_text(&rt, gated.job));
+    assert_eq!(
+        gated.state,
+        Some(JobState::Failed),
+        "{}",
+        log_text(&rt, gated.job)
+    );
     assert_eq!(gated.failed_step.as_deref(), Some("before_deploy"));
     let error = gated.error.clone().unwrap_or_default();
     assert!(error.contains("gate"), "the error names the hook: {error}");
     assert_eq!(
-        gated.built.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>(),
+        gated
+            .built
+            .iter()
+            .map(|(s, _)| s.as_str())
+            .collect::<Vec<_>>(),
         vec!["api"]
     );
     assert!(gated.recreated.is_empty() && gated.created.is_empty() && gated.removed.is_empty());
@@ -236,10 +289,18 @@ async fn failing_build_names_the_service_and_its_last_log_lines() {
         "worker: a build step that fails",
     );
     let failed = job(&rt, build("dev")).await;
-    assert_eq!(failed.state, Some(JobState::Failed), "{}", log_text(&rt, failed.job));
+    assert_eq!(
+        failed.state,
+        Some(JobState::Failed),
+        "{}",
+        log_text(&rt, failed.job)
+    );
     assert_eq!(failed.failed_step.as_deref(), Some("build"));
     let error = failed.error.clone().unwrap_or_default();
-    assert!(error.contains("worker"), "the error names the service: {error}");
+    assert!(
+        error.contains("worker"),
+        "the error names the service: {error}"
+    );
     let last = failed.last_lines.join("\n");
     assert!(
         last.contains("marker-before-failure"),
@@ -254,6 +315,7 @@ async fn failing_build_names_the_service_and_its_last_log_lines() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_during_deploy_the_job_is_interrupted_and_the_next_build_converges() {
+    let marvin = common_e2e::marvin_binary();
     let fx = Fixture::new("kill", Options::default()).await;
     {
         let rt = fx.runtime();
@@ -292,7 +354,7 @@ async fn killed_during_deploy_the_job_is_interrupted_and_the_next_build_converge
 
     let output = fx.root.join("marvin-build.out");
     let out = std::fs::File::create(&output).expect("create the output file");
-    let mut child = std::process::Command::new(common_e2e::marvin_binary())
+    let mut child = std::process::Command::new(&marvin)
         .arg("--config")
         .arg(&fx.config)
         .arg("--data-dir")
@@ -324,9 +386,14 @@ async fn killed_during_deploy_the_job_is_interrupted_and_the_next_build_converge
             .pop()
             .filter(|j| j.state == JobState::Running);
         if let Some(j) = newest {
-            let deploying = store.events(j.id).expect("read the events").iter().any(|e| {
-                e.kind == "step" && e.data.get("step").and_then(|s| s.as_str()) == Some("deploy")
-            });
+            let deploying = store
+                .events(j.id)
+                .expect("read the events")
+                .iter()
+                .any(|e| {
+                    e.kind == "step"
+                        && e.data.get("step").and_then(|s| s.as_str()) == Some("deploy")
+                });
             let aside = fx
                 .containers("dev")
                 .await
@@ -341,7 +408,10 @@ async fn killed_during_deploy_the_job_is_interrupted_and_the_next_build_converge
     child.kill().expect("SIGKILL marvin");
     child.wait().expect("reap marvin");
     assert_eq!(
-        store.job(killed_job).expect("read the job").map(|j| j.state),
+        store
+            .job(killed_job)
+            .expect("read the job")
+            .map(|j| j.state),
         Some(JobState::Running),
         "nobody finished the killed job"
     );
@@ -359,7 +429,9 @@ async fn killed_during_deploy_the_job_is_interrupted_and_the_next_build_converge
     assert_succeeded(&rt, &next);
     let log = log_text(&rt, next.job);
     assert!(
-        log.contains(&format!("removing leftover container {api}-previous-{killed_job}")),
+        log.contains(&format!(
+            "removing leftover container {api}-previous-{killed_job}"
+        )),
         "the api container the killed job set aside is removed:\n{log}"
     );
 
@@ -490,7 +562,10 @@ async fn rollback_restores_the_earlier_deploy_keys_and_a_queued_job_can_be_cance
     let page = job(&rt, run("dev", "fetch", &["http://docs:8080/"])).await;
     assert_succeeded(&rt, &page);
     let log = log_text(&rt, page.job);
-    assert!(log.contains("<p>docs</p>"), "the first edition is served:\n{log}");
+    assert!(
+        log.contains("<p>docs</p>"),
+        "the first edition is served:\n{log}"
+    );
 
     // A job waiting for the environment can be cancelled before it starts.
     let nap = rt.submit(run("dev", "nap", &["5"])).expect("submit");

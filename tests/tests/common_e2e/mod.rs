@@ -76,7 +76,9 @@ volumes:
 pub const SERVICES: [&str; 5] = ["api", "db", "docs", "web", "worker"];
 
 fn httpd_dockerfile() -> String {
-    format!("FROM {BASE_IMAGE}\nCOPY . /www\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n")
+    format!(
+        "FROM {BASE_IMAGE}\nCOPY . /www\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"
+    )
 }
 
 fn backend_files() -> Vec<(&'static str, String)> {
@@ -208,8 +210,14 @@ fn make_repo(root: &Path, name: &str, files: &[(&str, String)]) {
     git(&work, &["init", "-q", "-b", "main"]);
     write_files(&work, files);
     git(&work, &["add", "-A"]);
-    git(&work, &["commit", "-q", "-m", &format!("{name}: first version")]);
-    git(&work, &["remote", "add", "origin", &bare.display().to_string()]);
+    git(
+        &work,
+        &["commit", "-q", "-m", &format!("{name}: first version")],
+    );
+    git(
+        &work,
+        &["remote", "add", "origin", &bare.display().to_string()],
+    );
     git(&work, &["push", "-q", "origin", "main"]);
 }
 
@@ -445,7 +453,10 @@ pub fn run(env: &str, task: &str, args: &[&str]) -> JobRequest {
 
 /// Submit and wait.
 pub async fn job(rt: &Runtime, request: JobRequest) -> JobSummary {
-    rt.submit(request).expect("the job is accepted").wait().await
+    rt.submit(request)
+        .expect("the job is accepted")
+        .wait()
+        .await
 }
 
 /// A job's log, one `stream: line` per line, for assertions and failure messages.
@@ -486,19 +497,33 @@ pub fn all_services() -> Vec<String> {
     SERVICES.iter().map(|s| s.to_string()).collect()
 }
 
-/// The `marvin` binary built beside this test binary (`target/debug/marvin`).
-/// `cargo test --workspace` builds it; `cargo test -p marvin-tests` does not,
-/// so say how to get it rather than skip.
+/// The `marvin` binary beside this test binary (`target/<profile>/marvin`),
+/// built first with the cargo that builds the tests, so `cargo test -p
+/// marvin-tests` never runs a stale or missing one.
 pub fn marvin_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
-    let debug = exe
+    let profile_dir = exe
         .parent()
         .and_then(Path::parent)
         .expect("test binaries live in target/<profile>/deps");
-    let binary = debug.join("marvin");
+    let target = profile_dir.parent().expect("target/<profile>");
+    let profile = profile_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .map(|n| if n == "debug" { "dev" } else { n })
+        .expect("a profile directory name");
+    let status = Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "-p", "marvin-cli", "--bin", "marvin"])
+        .args(["--profile", profile])
+        .env("CARGO_TARGET_DIR", target)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("run cargo to build the marvin binary");
+    assert!(status.success(), "cargo build -p marvin-cli failed");
+    let binary = profile_dir.join("marvin");
     assert!(
         binary.is_file(),
-        "{} is missing: build it first with `cargo build -p marvin-cli` (same target dir)",
+        "{} is missing after the build",
         binary.display()
     );
     binary
