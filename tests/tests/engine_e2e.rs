@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common_e2e::{
     Fixture, Options, all_services, assert_succeeded, build, job, log_text, request, run, sorted,
 };
-use marvin_core::engine::{ContainerState, HealthState, LABEL_DEPLOY_KEY};
+use marvin_core::engine::{ContainerState, Engine, HealthState, LABEL_DEPLOY_KEY};
 use marvin_core::marvin::PlanOptions;
 use marvin_core::runtime::JobKind;
 use marvin_core::store::{JobState, Store};
@@ -94,6 +94,18 @@ async fn one_changed_file_rebuilds_and_recreates_only_its_service() {
     assert_ne!(after["docs"], before["docs"], "docs has a new container");
     let docs = fx.services("dev").await.remove("docs").expect("docs runs");
     assert_eq!(docs.state, ContainerState::Running);
+
+    // A commit outside every build context changes no image and no container.
+    fx.commit(
+        "frontend",
+        &[("README.md", Some("notes, in no build context\n"))],
+        "readme",
+    );
+    let third = job(&rt, build("dev")).await;
+    assert_succeeded(&rt, &third);
+    assert!(third.built.is_empty(), "nothing is built: {:?}", third.built);
+    assert!(third.recreated.is_empty(), "nothing is recreated: {:?}", third.recreated);
+    assert_eq!(fx.ids("dev").await, after);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -589,4 +601,51 @@ async fn rollback_restores_the_earlier_deploy_keys_and_a_queued_job_can_be_cance
     assert_eq!(record.state, JobState::Cancelled);
     assert_eq!(record.started_ms, None, "it never started");
     assert_succeeded(&rt, &nap.wait().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_rebuilds_a_pruned_image_from_the_recorded_commits() {
+    let fx = Fixture::new("pruned", Options::default()).await;
+    let rt = fx.runtime();
+    let first = job(&rt, build("dev")).await;
+    assert_succeeded(&rt, &first);
+    fx.commit(
+        "frontend",
+        &[("docs/index.html", Some("<p>docs, second edition</p>\n"))],
+        "docs: second edition",
+    );
+    assert_succeeded(&rt, &job(&rt, build("dev")).await);
+    let recorded = rt
+        .store()
+        .deployment_of_job(first.job)
+        .expect("read")
+        .expect("the first build recorded a deployment");
+    let old_docs = recorded
+        .services
+        .iter()
+        .find(|s| s.service == "docs")
+        .expect("docs was deployed");
+    fx.engine
+        .remove_image(&old_docs.image)
+        .await
+        .expect("prune the first docs image");
+    assert!(!fx.engine.image_exists(&old_docs.image).await.expect("ask"));
+
+    let back = job(&rt, request("dev", JobKind::Rollback { job: Some(first.job) })).await;
+    assert_succeeded(&rt, &back);
+    let built: Vec<&str> = back.built.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(built, vec!["docs"], "only the pruned image is rebuilt");
+    assert!(fx.engine.image_exists(&old_docs.image).await.expect("ask"));
+    let running = fx.services("dev").await;
+    for s in &recorded.services {
+        assert_eq!(
+            running[&s.service].labels.get(LABEL_DEPLOY_KEY),
+            Some(&s.deploy_key),
+            "{} runs the first deployment's container",
+            s.service
+        );
+    }
+    let page = job(&rt, run("dev", "fetch", &["http://docs:8080/"])).await;
+    assert_succeeded(&rt, &page);
+    assert!(log_text(&rt, page.job).contains("<p>docs</p>"));
 }
