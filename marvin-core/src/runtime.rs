@@ -7,6 +7,7 @@
 //! number; two commits of one service build side by side.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -313,6 +314,8 @@ struct JobCtx {
     recent: Mutex<VecDeque<String>>,
     summary: Mutex<JobSummary>,
     cancel: CancellationToken,
+    /// Containers are being replaced: a cancel waits for the current wave.
+    deploying: AtomicBool,
 }
 
 impl JobCtx {
@@ -513,6 +516,7 @@ impl Runtime {
                 ..JobSummary::default()
             }),
             cancel,
+            deploying: AtomicBool::new(false),
         });
         let runtime = self.clone();
         let kind = request.kind;
@@ -572,9 +576,19 @@ impl Runtime {
                     .start_job(ctx.id, self.inner.clock.now_ms());
                 ctx.emit(EventKind::Started);
                 let work = self.execute(&ctx, &kind);
+                tokio::pin!(work);
                 let result = tokio::select! {
-                    r = work => r,
-                    _ = ctx.cancel.cancelled() => Err(StepError::new("cancel", "cancelled")),
+                    r = &mut work => r,
+                    _ = ctx.cancel.cancelled() => {
+                        if ctx.deploying.load(Ordering::SeqCst) {
+                            // Dropping the work mid-replace would leave a container
+                            // stopped and set aside: the deploy stops after this wave.
+                            ctx.log("marvin", "cancel requested: stopping once the containers being replaced are up");
+                            work.await
+                        } else {
+                            Err(StepError::new("cancel", "cancelled"))
+                        }
+                    }
                 };
                 if let Err(e) = &result
                     && e.step != "cancel"
@@ -990,6 +1004,7 @@ impl Runtime {
         }
 
         ctx.step("deploy");
+        ctx.deploying.store(true, Ordering::SeqCst);
         engine
             .ensure_network(&network, &env_labels)
             .await
@@ -1013,7 +1028,7 @@ impl Runtime {
             .collect();
         let timeout = project.settings.health_timeout;
         let mut failures: Vec<StepError> = Vec::new();
-        for wave in &plan.waves {
+        for (i, wave) in plan.waves.iter().enumerate() {
             let work: Vec<_> = wave
                 .iter()
                 .filter_map(|s| {
@@ -1032,7 +1047,10 @@ impl Runtime {
             if !failures.is_empty() {
                 break;
             }
-            ctx.check_cancel()?;
+            // Past the last wave a cancel is too late: finish, so what runs is recorded.
+            if i + 1 < plan.waves.len() {
+                ctx.check_cancel()?;
+            }
         }
         if let Some(first) = failures.into_iter().next() {
             return Err(first);

@@ -103,8 +103,16 @@ async fn one_changed_file_rebuilds_and_recreates_only_its_service() {
     );
     let third = job(&rt, build("dev")).await;
     assert_succeeded(&rt, &third);
-    assert!(third.built.is_empty(), "nothing is built: {:?}", third.built);
-    assert!(third.recreated.is_empty(), "nothing is recreated: {:?}", third.recreated);
+    assert!(
+        third.built.is_empty(),
+        "nothing is built: {:?}",
+        third.built
+    );
+    assert!(
+        third.recreated.is_empty(),
+        "nothing is recreated: {:?}",
+        third.recreated
+    );
     assert_eq!(fx.ids("dev").await, after);
 }
 
@@ -333,36 +341,7 @@ async fn killed_during_deploy_the_job_is_interrupted_and_the_next_build_converge
         let rt = fx.runtime();
         assert_succeeded(&rt, &job(&rt, build("dev")).await);
     }
-    // api now takes seconds to serve (so the deploy is caught mid-recreate),
-    // with a start period to match; web and docs change too, so work is left
-    // on both sides of it.
-    let compose = common_e2e::COMPOSE.replace(
-        "      retries: 3\n",
-        "      retries: 3\n      start_period: 60s\n",
-    );
-    assert_ne!(compose, common_e2e::COMPOSE);
-    fx.commit(
-        "backend",
-        &[
-            (
-                "api/Dockerfile",
-                Some(&format!(
-                    "FROM {}\nCOPY . /www\nCMD [\"sh\", \"-c\", \"sleep 5; exec httpd -f -p 8080 -h /www\"]\n",
-                    common_e2e::BASE_IMAGE
-                )),
-            ),
-            ("docker-compose.yml", Some(&compose)),
-        ],
-        "api: slow start",
-    );
-    fx.commit(
-        "frontend",
-        &[
-            ("web/index.html", Some("<h1>web 2</h1>\n")),
-            ("docs/index.html", Some("<p>docs 2</p>\n")),
-        ],
-        "web, docs: second version",
-    );
+    fx.commit_slow_api_and_new_pages();
 
     let output = fx.root.join("marvin-build.out");
     let out = std::fs::File::create(&output).expect("create the output file");
@@ -631,7 +610,16 @@ async fn rollback_rebuilds_a_pruned_image_from_the_recorded_commits() {
         .expect("prune the first docs image");
     assert!(!fx.engine.image_exists(&old_docs.image).await.expect("ask"));
 
-    let back = job(&rt, request("dev", JobKind::Rollback { job: Some(first.job) })).await;
+    let back = job(
+        &rt,
+        request(
+            "dev",
+            JobKind::Rollback {
+                job: Some(first.job),
+            },
+        ),
+    )
+    .await;
     assert_succeeded(&rt, &back);
     let built: Vec<&str> = back.built.iter().map(|(s, _)| s.as_str()).collect();
     assert_eq!(built, vec!["docs"], "only the pruned image is rebuilt");
@@ -648,4 +636,105 @@ async fn rollback_rebuilds_a_pruned_image_from_the_recorded_commits() {
     let page = job(&rt, run("dev", "fetch", &["http://docs:8080/"])).await;
     assert_succeeded(&rt, &page);
     assert!(log_text(&rt, page.job).contains("<p>docs</p>"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_deploy_stops_between_containers_and_leaves_nothing_aside() {
+    let fx = Fixture::new("cancel", Options::default()).await;
+    let rt = fx.runtime();
+    let first = job(&rt, build("dev")).await;
+    assert_succeeded(&rt, &first);
+    let old_keys = deploy_keys(&fx.services("dev").await);
+    fx.commit_slow_api_and_new_pages();
+
+    let handle = rt.submit(build("dev")).expect("submit");
+    let api = fx.container_name("dev", "api");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        assert!(Instant::now() < deadline, "the build never set api aside");
+        let aside = fx
+            .containers("dev")
+            .await
+            .iter()
+            .any(|c| c.name.starts_with(&format!("{api}-previous-")));
+        if aside {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(rt.cancel(handle.id));
+    let cancelled = handle.wait().await;
+    assert_eq!(
+        cancelled.state,
+        Some(JobState::Cancelled),
+        "{}",
+        log_text(&rt, cancelled.job)
+    );
+
+    // Every service has one container, running, either as it was or as the
+    // build wanted it; nothing is left stopped or set aside.
+    let leftovers: Vec<String> = fx
+        .containers("dev")
+        .await
+        .into_iter()
+        .map(|c| c.name)
+        .filter(|n| n.contains("-previous-"))
+        .collect();
+    assert!(leftovers.is_empty(), "left aside: {leftovers:?}");
+    let plan = fx
+        .marvin()
+        .plan("dev", &PlanOptions::default())
+        .await
+        .expect("plan dev");
+    let running = fx.services("dev").await;
+    assert_eq!(running.keys().cloned().collect::<Vec<_>>(), all_services());
+    for d in &plan.desired {
+        let c = &running[&d.service];
+        assert_eq!(c.state, ContainerState::Running, "{} runs", d.service);
+        let key = c.labels.get(LABEL_DEPLOY_KEY).cloned().unwrap_or_default();
+        assert!(
+            key == d.deploy_key.0 || key == old_keys[&d.service],
+            "{} runs the old or the new container, not {key}",
+            d.service
+        );
+    }
+    // The cancel came while api's wave ran: api finished, web's wave never began.
+    let new_key = |service: &str| {
+        plan.desired
+            .iter()
+            .find(|d| d.service == service)
+            .map(|d| d.deploy_key.0.clone())
+            .expect("a desired container")
+    };
+    assert_eq!(
+        running["api"].labels.get(LABEL_DEPLOY_KEY),
+        Some(&new_key("api"))
+    );
+    assert_eq!(
+        running["web"].labels.get(LABEL_DEPLOY_KEY),
+        Some(&old_keys["web"])
+    );
+
+    let next = job(&rt, build("dev")).await;
+    assert_succeeded(&rt, &next);
+    assert_eq!(
+        next.recreated,
+        vec!["web"],
+        "the next build finishes the work"
+    );
+}
+
+/// Deploy key per service.
+fn deploy_keys(
+    containers: &BTreeMap<String, marvin_core::engine::ObservedContainer>,
+) -> BTreeMap<String, String> {
+    containers
+        .iter()
+        .map(|(s, c)| {
+            (
+                s.clone(),
+                c.labels.get(LABEL_DEPLOY_KEY).cloned().unwrap_or_default(),
+            )
+        })
+        .collect()
 }

@@ -355,6 +355,36 @@ impl Fixture {
         git(&work, &["push", "-q", "origin", "main"]);
     }
 
+    /// api takes seconds to serve (with a start period to match), so a deploy
+    /// can be caught mid-recreate; web and docs change too, so work is left on
+    /// both sides of it (waves: db+docs, api, web+worker).
+    pub fn commit_slow_api_and_new_pages(&self) {
+        let compose = COMPOSE.replace(
+            "      retries: 3\n",
+            "      retries: 3\n      start_period: 60s\n",
+        );
+        assert_ne!(compose, COMPOSE, "the compose file has api's health check");
+        let dockerfile = format!(
+            "FROM {BASE_IMAGE}\nCOPY . /www\nCMD [\"sh\", \"-c\", \"sleep 5; exec httpd -f -p 8080 -h /www\"]\n"
+        );
+        self.commit(
+            "backend",
+            &[
+                ("api/Dockerfile", Some(&dockerfile)),
+                ("docker-compose.yml", Some(&compose)),
+            ],
+            "api: slow start",
+        );
+        self.commit(
+            "frontend",
+            &[
+                ("web/index.html", Some("<h1>web 2</h1>\n")),
+                ("docs/index.html", Some("<p>docs 2</p>\n")),
+            ],
+            "web, docs: second version",
+        );
+    }
+
     /// The containers of an environment's services (tasks left out), by service.
     /// Panics if a service has two.
     pub async fn services(&self, env: &str) -> BTreeMap<String, ObservedContainer> {
