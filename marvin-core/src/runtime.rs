@@ -1351,11 +1351,19 @@ impl Runtime {
             .ensure_network(&network, &labels)
             .await
             .map_err(|e| StepError::new("task", e.to_string()))?;
-        self.inner
+        let mut guard = RemoveOnDrop {
+            engine: Arc::clone(&self.inner.engine),
+            name: spec.name.clone(),
+            armed: true,
+        };
+        let result = self
+            .inner
             .engine
             .run_to_completion(spec, &log)
             .await
-            .map_err(|e| StepError::new("task", format!("task `{task}`: {e}")))
+            .map_err(|e| StepError::new("task", format!("task `{task}`: {e}")));
+        guard.armed = false;
+        result
     }
 
     async fn hook(
@@ -1623,6 +1631,29 @@ impl Runtime {
             .inner
             .store
             .jobs(&self.inner.marvin.project.name, Some(&env), limit)?)
+    }
+}
+
+/// Removes a one-off container whose job was dropped mid-run (a cancel): the
+/// engine would otherwise keep it running with nobody waiting for it.
+struct RemoveOnDrop {
+    engine: Arc<dyn Engine>,
+    name: String,
+    armed: bool,
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let engine = Arc::clone(&self.engine);
+        let name = std::mem::take(&mut self.name);
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let _ = engine.remove_container(&name).await;
+            });
+        }
     }
 }
 

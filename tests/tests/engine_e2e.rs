@@ -738,3 +738,43 @@ fn deploy_keys(
         })
         .collect()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelling_a_running_task_removes_its_container() {
+    let fx = Fixture::new("canceltask", Options::default()).await;
+    let rt = fx.runtime();
+    let nap = rt.submit(run("dev", "nap", &["600"])).expect("submit");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while fx.containers("dev").await.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the task container never appeared"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let started = Instant::now();
+    assert!(rt.cancel(nap.id));
+    let cancelled = nap.wait().await;
+    assert_eq!(cancelled.state, Some(JobState::Cancelled));
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "a cancel does not wait for the task to end"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left: Vec<String> = fx
+            .containers("dev")
+            .await
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the task's container is left: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
