@@ -55,6 +55,26 @@ async fn first_build_starts_every_service_and_services_reach_each_other_by_name(
     // `links: ["api:backend"]` gives web's network an alias for api.
     let linked = job(&rt, run("dev", "fetch", &["http://backend:8080/"])).await;
     assert_eq!(linked.exit_code, Some(0), "{}", log_text(&rt, linked.job));
+
+    // A service's task runs with the service's injected environment.
+    let shown = job(&rt, run("dev", "show-env", &[])).await;
+    assert_succeeded(&rt, &shown);
+    let log = log_text(&rt, shown.job);
+    let backend = first
+        .commits
+        .iter()
+        .find(|c| c.repo == "backend")
+        .expect("the backend commit");
+    for line in [
+        "MARVIN_ENV=dev".to_string(),
+        format!("MARVIN_PROJECT={}", fx.project),
+        format!("MARVIN_COMMIT_BACKEND={}", backend.id),
+    ] {
+        assert!(
+            log.contains(&format!("task:show-env: {line}")),
+            "{line} in:\n{log}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

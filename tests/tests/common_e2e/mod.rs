@@ -152,6 +152,9 @@ tasks:
   fetch-from-worker:
     service: worker
     command: ["wget", "-qO-", "http://api:8080/"]
+  show-env:
+    service: worker
+    command: ["env"]
   gate:
     service: api
     command: ["test", "-f", "/www/open"]
