@@ -323,7 +323,7 @@ async fn failing_build_names_the_service_and_its_last_log_lines() {
             "worker/Dockerfile",
             Some(&format!(
                 "FROM {}\nRUN echo marker-before-failure && false\nCMD [\"sh\"]\n",
-                common_e2e::BASE_IMAGE
+                common_e2e::base_image()
             )),
         )],
         "worker: a build step that fails",
@@ -797,4 +797,70 @@ async fn cancelling_a_running_task_removes_its_container() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_jobs_queue_behind_and_cancel_jobs_of_another_process() {
+    let marvin = common_e2e::marvin_binary();
+    let fx = Fixture::new("procs", Options::default()).await;
+    let rt = fx.runtime();
+    let console = |args: &[&str]| {
+        let mut cmd = tokio::process::Command::new(&marvin);
+        cmd.arg("--config")
+            .arg(&fx.config)
+            .arg("--data-dir")
+            .arg(&fx.data)
+            .args(args);
+        cmd
+    };
+    let wait_running = |id| {
+        let store = rt.store().clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while store.job(id).expect("read").map(|j| j.state) != Some(JobState::Running) {
+                assert!(Instant::now() < deadline, "job #{id} never started");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+
+    // `marvin run` in another process waits for this process's job on dev.
+    let nap = rt.submit(run("dev", "nap", &["3"])).expect("submit");
+    wait_running(nap.id).await;
+    let out = console(&["run", "dev", "nap", "0"])
+        .output()
+        .await
+        .expect("run marvin");
+    assert!(
+        out.status.success(),
+        "marvin run failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let nap_id = nap.id;
+    assert_succeeded(&rt, &nap.wait().await);
+    let jobs = rt.history("dev", 2).expect("history");
+    let (theirs, ours) = (&jobs[0], &jobs[1]);
+    assert_eq!(ours.id, nap_id);
+    assert!(
+        theirs.started_ms.expect("started") >= ours.finished_ms.expect("finished"),
+        "the console's job started after ours ended: {jobs:?}"
+    );
+
+    // `marvin cancel` in another process stops this process's running job.
+    let long = rt.submit(run("dev", "nap", &["600"])).expect("submit");
+    wait_running(long.id).await;
+    let out = console(&["cancel", "dev", &long.id.to_string()])
+        .output()
+        .await
+        .expect("run marvin");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cancelled = tokio::time::timeout(Duration::from_secs(30), long.wait())
+        .await
+        .expect("the job stops within seconds of the request");
+    assert_eq!(cancelled.state, Some(JobState::Cancelled));
 }

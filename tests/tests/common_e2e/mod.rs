@@ -20,8 +20,12 @@ use marvin_core::runtime::{JobKind, JobRequest, JobSummary, Runtime, SystemClock
 use marvin_core::store::{JobId, Store};
 
 /// The base image every test Dockerfile builds `FROM`, shared by the tests of
-/// one run and removed when the last of them ends.
-pub const BASE_IMAGE: &str = "marvin-e2e/busybox:1";
+/// one process and removed when the last of them ends. Tagged per process, so
+/// two runs on one engine (two worktrees) never remove each other's.
+pub fn base_image() -> &'static str {
+    static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TAG.get_or_init(|| format!("marvin-e2e/busybox:{}", std::process::id()))
+}
 
 /// The label value the shared base image carries (never a test's project).
 const BASE_PROJECT: &str = "marvin-e2e-base";
@@ -77,7 +81,8 @@ pub const SERVICES: [&str; 5] = ["api", "db", "docs", "web", "worker"];
 
 fn httpd_dockerfile() -> String {
     format!(
-        "FROM {BASE_IMAGE}\nCOPY . /www\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"
+        "FROM {}\nCOPY . /www\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n",
+        base_image()
     )
 }
 
@@ -87,7 +92,8 @@ fn backend_files() -> Vec<(&'static str, String)> {
         (
             "db/Dockerfile",
             format!(
-                "FROM {BASE_IMAGE}\nCMD [\"sh\", \"-c\", \"mkdir -p /data && touch /data/ready && exec sleep 2147483647\"]\n"
+                "FROM {}\nCMD [\"sh\", \"-c\", \"mkdir -p /data && touch /data/ready && exec sleep 2147483647\"]\n",
+                base_image()
             ),
         ),
         ("api/Dockerfile", httpd_dockerfile()),
@@ -95,7 +101,10 @@ fn backend_files() -> Vec<(&'static str, String)> {
         ("api/healthy", "ok\n".to_string()),
         (
             "worker/Dockerfile",
-            format!("FROM {BASE_IMAGE}\nCOPY work.sh /work.sh\nCMD [\"sh\", \"/work.sh\"]\n"),
+            format!(
+                "FROM {}\nCOPY work.sh /work.sh\nCMD [\"sh\", \"/work.sh\"]\n",
+                base_image()
+            ),
         ),
         (
             "worker/work.sh",
@@ -147,7 +156,7 @@ environments:
 
 tasks:
   fetch:
-    image: {BASE_IMAGE}
+    image: {base}
     command: ["wget", "-qO-"]
   fetch-from-worker:
     service: worker
@@ -159,10 +168,10 @@ tasks:
     service: api
     command: ["test", "-f", "/www/open"]
   fail-loudly:
-    image: {BASE_IMAGE}
+    image: {base}
     command: ["sh", "-c", "echo about to fail; echo on stderr >&2; exit 3"]
   nap:
-    image: {BASE_IMAGE}
+    image: {base}
     command: ["sleep"]
 
 settings:
@@ -171,6 +180,7 @@ settings:
         backend = root.join("repos/backend.git").display(),
         frontend = root.join("repos/frontend.git").display(),
         before = before.join(", "),
+        base = base_image(),
     )
 }
 
@@ -263,7 +273,7 @@ impl Drop for Cleanup {
                 let mut users = BASE_USERS.lock().await;
                 *users -= 1;
                 if *users == 0 {
-                    let _ = engine.remove_image(BASE_IMAGE).await;
+                    let _ = engine.remove_image(base_image()).await;
                 }
             });
         })
@@ -300,7 +310,7 @@ impl Fixture {
         let cleanup = {
             let mut users = BASE_USERS.lock().await;
             let labels = BTreeMap::from([(LABEL_PROJECT.to_string(), BASE_PROJECT.to_string())]);
-            ensure_busybox_image(&engine, BASE_IMAGE, &labels)
+            ensure_busybox_image(&engine, base_image(), &labels)
                 .await
                 .expect("the busybox base image (apt-get install -y busybox-static)");
             *users += 1;
@@ -368,7 +378,8 @@ impl Fixture {
         );
         assert_ne!(compose, COMPOSE, "the compose file has api's health check");
         let dockerfile = format!(
-            "FROM {BASE_IMAGE}\nCOPY . /www\nCMD [\"sh\", \"-c\", \"sleep 5; exec httpd -f -p 8080 -h /www\"]\n"
+            "FROM {}\nCOPY . /www\nCMD [\"sh\", \"-c\", \"sleep 5; exec httpd -f -p 8080 -h /www\"]\n",
+            base_image()
         );
         self.commit(
             "backend",
