@@ -267,13 +267,25 @@ impl Drop for Cleanup {
             rt.block_on(async {
                 let engine = DockerEngine::connect().expect("the Docker engine for the cleanup");
                 let labels = BTreeMap::from([(LABEL_PROJECT.to_string(), project.clone())]);
-                if let Err(e) = engine.remove_labelled(&labels).await {
-                    eprintln!("cleanup of {project} failed: {e}");
+                // A cancelled task's container may still be on its way out
+                // (removal in progress, network still attached): try again.
+                for attempt in 1..=10 {
+                    match engine.remove_labelled(&labels).await {
+                        Ok(()) => break,
+                        Err(e) if attempt == 10 => eprintln!("cleanup of {project} failed: {e}"),
+                        Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+                    }
                 }
                 let mut users = BASE_USERS.lock().await;
                 *users -= 1;
                 if *users == 0 {
-                    let _ = engine.remove_image(base_image()).await;
+                    for _ in 0..10 {
+                        let _ = engine.remove_image(base_image()).await;
+                        if !engine.image_exists(base_image()).await.unwrap_or(false) {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
                 }
             });
         })
