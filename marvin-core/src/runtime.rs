@@ -7,6 +7,7 @@
 //! number; two commits of one service build side by side.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -315,6 +316,8 @@ struct JobCtx {
     cancel: CancellationToken,
     /// Secret values of the environment, masked in every log line and report.
     redactor: Mutex<Arc<crate::redact::Redactor>>,
+    /// Containers are being replaced: a cancel waits for the current wave.
+    deploying: AtomicBool,
 }
 
 impl JobCtx {
@@ -518,6 +521,7 @@ impl Runtime {
             }),
             cancel,
             redactor: Mutex::new(Arc::new(self.secrets_of(&env))),
+            deploying: AtomicBool::new(false),
         });
         let runtime = self.clone();
         let kind = request.kind;
@@ -579,15 +583,23 @@ impl Runtime {
         let started = Instant::now();
         let outcome = match guard {
             None => Err(StepError::new("queue", "cancelled while queued")),
-            Some(_guard) => {
-                let _ = self
-                    .inner
-                    .store
-                    .start_job(ctx.id, self.inner.clock.now_ms());
+            Some(()) => {
                 ctx.emit(EventKind::Started);
-                // Cancelling is cooperative: each step stops at a point where
-                // nothing is half-done (see `build`, `deploy`, `run_task_container`).
-                let result = self.execute(&ctx, &kind).await;
+                let work = self.execute(&ctx, &kind);
+                tokio::pin!(work);
+                let result = tokio::select! {
+                    r = &mut work => r,
+                    _ = ctx.cancel.cancelled() => {
+                        if ctx.deploying.load(Ordering::SeqCst) {
+                            // Dropping the work mid-replace would leave a container
+                            // stopped and set aside: the deploy stops after this wave.
+                            ctx.log("marvin", "cancel requested: stopping once the containers being replaced are up");
+                            work.await
+                        } else {
+                            Err(StepError::new("cancel", "cancelled"))
+                        }
+                    }
+                };
                 if let Err(e) = &result
                     && e.step != "cancel"
                     && matches!(kind, JobKind::Build { .. } | JobKind::Rollback { .. })
@@ -748,11 +760,7 @@ impl Runtime {
         let resolved = self.resolve(ctx, true).await?;
         let plan = self.make_plan(ctx, &resolved, only, force).await?;
         ctx.check_cancel()?;
-        // An image build can be abandoned at any time: images are only tagged when complete.
-        tokio::select! {
-            r = self.build_images(ctx, &resolved, &plan) => r?,
-            _ = ctx.cancel.cancelled() => return Err(StepError::new("cancel", "cancelled during the build; no container was changed")),
-        }
+        self.build_images(ctx, &resolved, &plan).await?;
         ctx.check_cancel()?;
         self.deploy(ctx, &plan.desired, &plan, &resolved.commits)
             .await
@@ -1027,6 +1035,7 @@ impl Runtime {
         }
 
         ctx.step("deploy");
+        ctx.deploying.store(true, Ordering::SeqCst);
         engine
             .ensure_network(&network, &env_labels)
             .await
@@ -1050,7 +1059,7 @@ impl Runtime {
             .collect();
         let timeout = project.settings.health_timeout;
         let mut failures: Vec<StepError> = Vec::new();
-        for wave in &plan.waves {
+        for (i, wave) in plan.waves.iter().enumerate() {
             let work: Vec<_> = wave
                 .iter()
                 .filter_map(|s| {
@@ -1069,7 +1078,10 @@ impl Runtime {
             if !failures.is_empty() {
                 break;
             }
-            ctx.check_cancel()?;
+            // Past the last wave a cancel is too late: finish, so what runs is recorded.
+            if i + 1 < plan.waves.len() {
+                ctx.check_cancel()?;
+            }
         }
         if let Some(first) = failures.into_iter().next() {
             return Err(first);
@@ -1370,17 +1382,19 @@ impl Runtime {
             .ensure_network(&network, &labels)
             .await
             .map_err(|e| StepError::new("task", e.to_string()))?;
-        let run = self.inner.engine.run_to_completion(spec, &log);
-        tokio::select! {
-            r = run => r.map_err(|e| StepError::new("task", format!("task `{task}`: {e}"))),
-            _ = ctx.cancel.cancelled() => {
-                // Stop the one-off container rather than leave it running.
-                if let Ok(Some(c)) = self.inner.engine.inspect_container(&spec.name).await {
-                    let _ = self.inner.engine.remove_container(&c.id).await;
-                }
-                Err(StepError::new("cancel", format!("cancelled while task `{task}` ran; its container was removed")))
-            }
-        }
+        let mut guard = RemoveOnDrop {
+            engine: Arc::clone(&self.inner.engine),
+            name: spec.name.clone(),
+            armed: true,
+        };
+        let result = self
+            .inner
+            .engine
+            .run_to_completion(spec, &log)
+            .await
+            .map_err(|e| StepError::new("task", format!("task `{task}`: {e}")));
+        guard.armed = false;
+        result
     }
 
     async fn hook(
@@ -1648,6 +1662,29 @@ impl Runtime {
             .inner
             .store
             .jobs(&self.inner.marvin.project.name, Some(&env), limit)?)
+    }
+}
+
+/// Removes a one-off container whose job was dropped mid-run (a cancel): the
+/// engine would otherwise keep it running with nobody waiting for it.
+struct RemoveOnDrop {
+    engine: Arc<dyn Engine>,
+    name: String,
+    armed: bool,
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let engine = Arc::clone(&self.engine);
+        let name = std::mem::take(&mut self.name);
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let _ = engine.remove_container(&name).await;
+            });
+        }
     }
 }
 
