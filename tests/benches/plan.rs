@@ -492,10 +492,13 @@ fn table(rows: &[Row]) -> String {
     out
 }
 
+/// Which measurement of a row.
+type Pick = fn(&Row) -> &Timed;
+
 /// The two targets, judged on the medians.
 fn verdict(rows: &[Row]) -> String {
     let mut out = String::from("\n");
-    let measures: [(&str, fn(&Row) -> &Timed); 3] = [
+    let measures: [(&str, Pick); 3] = [
         ("plan, fetch", |r| &r.online),
         ("plan, offline", |r| &r.offline),
         ("marvin plan dev", |r| &r.binary),
