@@ -265,7 +265,8 @@ impl JobHandle {
 }
 
 /// A build in flight: its result is how long it took, or its last log lines.
-type BuildCell = Arc<OnceCell<Result<u64, String>>>;
+/// `Ok(None)`: the image turned out to be present already (another job built it).
+type BuildCell = Arc<OnceCell<Result<Option<u64>, String>>>;
 
 struct Inner {
     marvin: Marvin,
@@ -832,7 +833,9 @@ impl Runtime {
                         .tag_image(&id, &spec.tag)
                         .await
                         .map_err(|e| fail(e.to_string()))?,
-                    None => return Box::pin(self.build_fresh(ctx, resolved, plan, spec)).await,
+                    None => {
+                        return Box::pin(self.build_fresh(ctx, resolved, plan, spec, false)).await;
+                    }
                 }
             }
             ctx.summary().reused.push(step.service.clone());
@@ -841,7 +844,8 @@ impl Runtime {
             });
             return Ok(());
         }
-        self.build_fresh(ctx, resolved, plan, spec).await
+        let forced = step.reason == crate::plan::BuildReason::Forced;
+        self.build_fresh(ctx, resolved, plan, spec, forced).await
     }
 
     /// Build one image, once per key however many jobs ask at the same time.
@@ -851,6 +855,7 @@ impl Runtime {
         resolved: &Resolved,
         plan: &Plan,
         spec: &ServiceBuild,
+        forced: bool,
     ) -> Result<(), StepError> {
         let cell = Arc::clone(
             self.inner
@@ -864,7 +869,7 @@ impl Runtime {
         let result = cell
             .get_or_init(|| {
                 built_here = true;
-                self.build_image(ctx, resolved, plan, spec)
+                self.build_image(ctx, resolved, plan, spec, forced)
             })
             .await
             .clone();
@@ -874,19 +879,21 @@ impl Runtime {
             .expect("inflight lock")
             .remove(&spec.key);
         match result {
-            Ok(millis) => {
-                if built_here {
+            Ok(Some(millis)) if built_here => {
+                {
                     ctx.summary().built.push((spec.service.clone(), millis));
                     ctx.emit(EventKind::Built {
                         service: spec.service.clone(),
                         millis,
                     });
-                } else {
-                    ctx.summary().reused.push(spec.service.clone());
-                    ctx.emit(EventKind::Reused {
-                        service: spec.service.clone(),
-                    });
                 }
+                Ok(())
+            }
+            Ok(_) => {
+                ctx.summary().reused.push(spec.service.clone());
+                ctx.emit(EventKind::Reused {
+                    service: spec.service.clone(),
+                });
                 Ok(())
             }
             Err(message) => Err(StepError {
@@ -903,13 +910,26 @@ impl Runtime {
         resolved: &Resolved,
         plan: &Plan,
         spec: &ServiceBuild,
-    ) -> Result<u64, String> {
+        forced: bool,
+    ) -> Result<Option<u64>, String> {
         let _permit = self
             .inner
             .build_slots
             .acquire()
             .await
             .map_err(|e| e.to_string())?;
+        // A job that planned this build may arrive after another job's build
+        // of the same key finished and left the single-flight map.
+        if !forced
+            && self
+                .inner
+                .engine
+                .image_exists(&spec.tag)
+                .await
+                .unwrap_or(false)
+        {
+            return Ok(None);
+        }
         let started = Instant::now();
         ctx.emit(EventKind::BuildStarted {
             service: spec.service.clone(),
@@ -978,7 +998,7 @@ impl Runtime {
             .engine
             .build_image(request, &log)
             .await
-            .map(|_| started.elapsed().as_millis() as u64)
+            .map(|_| Some(started.elapsed().as_millis() as u64))
             .map_err(|e| match e {
                 EngineError::BuildFailed { last_lines, .. } => last_lines.join("\n"),
                 other => other.to_string(),
