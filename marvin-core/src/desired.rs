@@ -187,55 +187,30 @@ fn env_name_part(name: &str) -> String {
         .collect()
 }
 
-/// Parse a compose short port (`8080:80`, `127.0.0.1:8080:80/udp`, `80`,
-/// `8000-8001:9000-9001`) into bindings.
+/// A compose short port (`8080:80`, `127.0.0.1:8080:80/udp`, `80`,
+/// `8000-8001:9000-9001`) as engine bindings. A published range for one
+/// container port binds its first port.
 pub fn parse_port(text: &str) -> Result<Vec<PortBinding>, String> {
-    let (spec, protocol) = match text.rsplit_once('/') {
-        Some((s, p)) => (s, p.to_string()),
-        None => (text, "tcp".to_string()),
-    };
-    let parts: Vec<&str> = spec.rsplitn(3, ':').collect();
-    let (container, host, ip) = match parts.as_slice() {
-        [c] => (*c, None, None),
-        [c, h] => (*c, Some(*h), None),
-        [c, h, ip] => (
-            *c,
-            Some(*h),
-            Some(ip.trim_matches(|c| c == '[' || c == ']').to_string()),
-        ),
-        _ => return Err(format!("`{text}` is not a port")),
-    };
-    let range = |s: &str| -> Result<(u16, u16), String> {
-        let bad =
-            || format!("`{text}` is not a port; write e.g. `8080:80` or `127.0.0.1:8080:80/udp`");
-        match s.split_once('-') {
-            Some((a, b)) => Ok((a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?)),
-            None => {
-                let p = s.parse().map_err(|_| bad())?;
-                Ok((p, p))
-            }
-        }
-    };
-    let (c_lo, c_hi) = range(container)?;
-    let host = match host {
-        Some("") | None => None,
-        Some(h) => Some(range(h)?),
-    };
-    let mut out = Vec::new();
-    for (i, port) in (c_lo..=c_hi).enumerate() {
-        let host_port = match host {
-            Some((lo, hi)) if hi > lo => Some(lo + i as u16),
-            Some((lo, _)) => Some(lo),
-            None => None,
-        };
-        out.push(PortBinding {
-            host_ip: ip.clone().filter(|i| !i.is_empty()),
-            host_port,
-            container_port: port,
-            protocol: protocol.clone(),
-        });
-    }
-    Ok(out)
+    crate::compose::parse_port(text)?
+        .into_iter()
+        .map(|m| {
+            let host_port = match &m.published {
+                None => None,
+                Some(p) => Some(
+                    p.split('-')
+                        .next()
+                        .and_then(|first| first.parse::<u16>().ok())
+                        .ok_or_else(|| format!("port `{text}` has no valid published port"))?,
+                ),
+            };
+            Ok(PortBinding {
+                host_ip: m.host_ip,
+                host_port,
+                container_port: m.target,
+                protocol: m.protocol,
+            })
+        })
+        .collect()
 }
 
 /// Parse a compose short volume (`data:/var/lib/x:ro`, `/host:/c`, `/c`).
@@ -412,7 +387,11 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec![(Some(9000), 8000), (Some(9001), 8001)]
         );
-        assert!(parse_port("eighty").unwrap_err().contains("is not a port"));
+        assert!(
+            parse_port("eighty")
+                .unwrap_err()
+                .contains("no valid container port")
+        );
     }
 
     #[test]

@@ -128,7 +128,8 @@ mod tests {
     #[test]
     fn every_input_changes_the_key() {
         let base = build_key(&inputs());
-        let changes: Vec<Box<dyn Fn(&mut BuildInputs)>> = vec![
+        type Change = Box<dyn Fn(&mut BuildInputs)>;
+        let changes: Vec<Change> = vec![
             Box::new(|i| i.context_tree = "c".repeat(40)),
             Box::new(|i| i.context_mounts.push(("fe".into(), "d".repeat(40)))),
             Box::new(|i| i.dockerfile_path = "other/Dockerfile".into()),

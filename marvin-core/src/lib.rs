@@ -3,10 +3,13 @@
 //! Front ends (CLI, Slack, Telegram, web, Python) call into this crate; it
 //! never imports a front end. The decision-making parts are pure (no I/O, no
 //! clock): [`config`], [`compose`], [`keys`], [`plan`], [`desired`],
-//! [`dockerfile`], [`suggest`]. The I/O sits behind small ports:
+//! [`dockerfile`], [`suggest`], and for chat [`command`], [`access`],
+//! [`locks`], [`redact`], [`render`]. The I/O sits behind small ports:
 //! [`source`] (git via gix), [`engine`] (Docker via bollard), [`store`]
 //! (SQLite).
 
+pub mod access;
+pub mod command;
 pub mod commands;
 pub mod compose;
 pub mod config;
@@ -16,8 +19,11 @@ pub mod dockerfile;
 pub mod duration;
 pub mod engine;
 pub mod keys;
+pub mod locks;
 pub mod marvin;
 pub mod plan;
+pub mod redact;
+pub mod render;
 pub mod report;
 pub mod resolve;
 pub mod runtime;

@@ -13,7 +13,7 @@ pub struct PlanJson<'a> {
     /// Environment name.
     pub environment: &'a str,
     /// Commits per repo.
-    pub commits: &'a [Commit],
+    pub commits: Vec<CommitJson<'a>>,
     /// Build or reuse per built service.
     pub builds: &'a [crate::plan::BuildStep],
     /// Create/recreate/keep/remove per container.
@@ -22,11 +22,39 @@ pub struct PlanJson<'a> {
     pub assumed_empty_engine: bool,
 }
 
+/// A commit in `--json` output: the id is `commit`, as issue #2 documents it
+/// (the stored [`Commit`] calls it `id`).
+#[derive(Debug, Serialize)]
+pub struct CommitJson<'a> {
+    /// The repo's name.
+    pub repo: &'a str,
+    /// The full hex id.
+    pub commit: &'a str,
+    /// The author's name.
+    pub author: &'a str,
+    /// The author date, RFC 3339.
+    pub date: &'a str,
+    /// The first line of the message.
+    pub subject: &'a str,
+}
+
+impl<'a> From<&'a Commit> for CommitJson<'a> {
+    fn from(c: &'a Commit) -> Self {
+        CommitJson {
+            repo: &c.repo,
+            commit: &c.id,
+            author: &c.author,
+            date: &c.date,
+            subject: &c.subject,
+        }
+    }
+}
+
 impl<'a> From<&'a Plan> for PlanJson<'a> {
     fn from(p: &'a Plan) -> Self {
         PlanJson {
             environment: &p.environment,
-            commits: &p.commits,
+            commits: p.commits.iter().map(CommitJson::from).collect(),
             builds: &p.builds,
             deploy: &p.deploy,
             assumed_empty_engine: p.assumed_empty_engine,
@@ -212,4 +240,48 @@ pub fn summary_text(s: &crate::runtime::JobSummary) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_json_names_the_commit_id_commit() {
+        let plan = Plan {
+            project: "cloudmatrix".into(),
+            environment: "dev".into(),
+            commits: vec![Commit {
+                repo: "backend".into(),
+                id: "0379baf0000000000000000000000000000000000".into(),
+                author: "黄鸿".into(),
+                date: "2017-05-05T10:27:00+08:00".into(),
+                subject: "fix login".into(),
+            }],
+            builds: Vec::new(),
+            deploy: Vec::new(),
+            only: Vec::new(),
+            assumed_empty_engine: true,
+            build_specs: Default::default(),
+            desired: Vec::new(),
+            waves: Vec::new(),
+        };
+        let json = serde_json::to_value(PlanJson::from(&plan)).expect("serialisable");
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "environment": "dev",
+                "commits": [{
+                    "repo": "backend",
+                    "commit": "0379baf0000000000000000000000000000000000",
+                    "author": "黄鸿",
+                    "date": "2017-05-05T10:27:00+08:00",
+                    "subject": "fix login",
+                }],
+                "builds": [],
+                "deploy": [],
+                "assumed_empty_engine": true,
+            })
+        );
+    }
 }

@@ -201,11 +201,7 @@ pub fn build_specs(
     let services = &resolved.compose.services;
     // Image names that a built service produces (its compose `image:`), so a
     // Dockerfile `FROM` that image depends on that service's key.
-    let produced: BTreeMap<&str, &str> = services
-        .iter()
-        .filter(|(_, s)| s.build.is_some())
-        .filter_map(|(n, s)| s.image.as_deref().map(|i| (i, n.as_str())))
-        .collect();
+    let produced = produced_images(&resolved.compose);
 
     struct Pending {
         context: String,
@@ -233,12 +229,18 @@ pub fn build_specs(
                 ))
             })?;
         let shown = if context.is_empty() { "." } else { &context };
-        let dir = resolved.workspace.dir_id(&context)?.ok_or_else(|| {
-            svc_err(format!(
-                "build context `{shown}` does not exist in the merged workspace at {}",
-                commits_text(&resolved.commits)
-            ))
-        })?;
+        // Source errors here (a file, a submodule, an escaping symlink) are
+        // the service's mistake: name it.
+        let dir = resolved
+            .workspace
+            .dir_id(&context)
+            .map_err(|e| svc_err(format!("build context: {e}")))?
+            .ok_or_else(|| {
+                svc_err(format!(
+                    "build context `{shown}` does not exist in the merged workspace at {}",
+                    commits_text(&resolved.commits)
+                ))
+            })?;
         let dockerfile = if context.is_empty() {
             config_path(&build.dockerfile)
         } else {
@@ -250,21 +252,26 @@ pub fn build_specs(
                 build.dockerfile
             ))
         })?;
-        let blob = resolved.workspace.blob_id(&dockerfile)?.ok_or_else(|| {
+        let blob = resolved
+            .workspace
+            .blob_id(&dockerfile)
+            .map_err(|e| svc_err(format!("Dockerfile: {e}")))?
+            .ok_or_else(|| {
             svc_err(format!(
                 "Dockerfile `{dockerfile}` does not exist in the merged workspace (build context `{shown}`)"
             ))
         })?;
         let text = resolved
             .workspace
-            .read_file(&dockerfile)?
+            .read_file(&dockerfile)
+            .map_err(|e| svc_err(format!("Dockerfile: {e}")))?
             .unwrap_or_default();
         let text = String::from_utf8_lossy(&text);
         let from: BTreeMap<String, String> = dockerfile::from_images(&text, &build.args)
             .into_iter()
             .filter_map(|f| {
                 produced
-                    .get(f.image.as_str())
+                    .get(&image_ref(&f.image))
                     .map(|s| (f.image, s.to_string()))
             })
             .filter(|(_, s)| s != name)
@@ -340,6 +347,27 @@ pub fn build_specs(
     Ok(out)
 }
 
+/// Image names (normalised by [`image_ref`]) that built services produce → the service.
+fn produced_images(compose: &ComposeFile) -> BTreeMap<String, &str> {
+    compose
+        .services
+        .iter()
+        .filter(|(_, s)| s.build.is_some())
+        .filter_map(|(n, s)| s.image.as_deref().map(|i| (image_ref(i), n.as_str())))
+        .collect()
+}
+
+/// An image name as Docker reads it: `name` means `name:latest`, so
+/// `FROM cloudmatrix/base` and `image: cloudmatrix/base:latest` are the same image.
+fn image_ref(image: &str) -> String {
+    let last = image.rsplit('/').next().unwrap_or(image);
+    if last.contains(':') || image.contains('@') {
+        image.to_string()
+    } else {
+        format!("{image}:latest")
+    }
+}
+
 fn config_path(p: &str) -> Option<String> {
     crate::config::normalize_path(p)
 }
@@ -357,22 +385,29 @@ pub fn service_images(
     resolved: &Resolved,
     builds: &BTreeMap<String, ServiceBuild>,
 ) -> BTreeMap<String, ServiceImage> {
+    let built_here = |b: &ServiceBuild| ServiceImage {
+        tag: b.tag.clone(),
+        key: Some(b.key.clone()),
+    };
+    // A service without `build:` whose image another service builds runs
+    // that build: the engine has only Marvin's tag, never the compose name.
+    let produced = produced_images(&resolved.compose);
     resolved
         .compose
         .services
         .iter()
         .filter_map(|(name, s)| match builds.get(name) {
-            Some(b) => Some((
-                name.clone(),
-                ServiceImage {
-                    tag: b.tag.clone(),
-                    key: Some(b.key.clone()),
-                },
-            )),
-            None => s
-                .image
-                .clone()
-                .map(|tag| (name.clone(), ServiceImage { tag, key: None })),
+            Some(b) => Some((name.clone(), built_here(b))),
+            None => s.image.as_ref().map(|image| {
+                let image = match produced.get(&image_ref(image)).and_then(|p| builds.get(*p)) {
+                    Some(b) => built_here(b),
+                    None => ServiceImage {
+                        tag: image.clone(),
+                        key: None,
+                    },
+                };
+                (name.clone(), image)
+            }),
         })
         .collect()
 }
@@ -450,9 +485,35 @@ pub fn make_plan(
     let build_specs = build_specs(project, resolved)?;
     let desired = desired_containers(project, resolved, &build_specs)?;
 
+    // Images the selected services build FROM must exist too: include them
+    // (build or reuse), though their containers are not touched.
+    let mut needed: BTreeSet<String> = build_specs
+        .keys()
+        .filter(|s| selected(s))
+        .cloned()
+        .collect();
+    // A selected service may run an image another service builds.
+    for d in desired.iter().filter(|d| selected(&d.service)) {
+        if let Some(key) = &d.build_key {
+            needed.extend(
+                build_specs
+                    .values()
+                    .filter(|b| &b.key == key)
+                    .map(|b| b.service.clone()),
+            );
+        }
+    }
+    let mut frontier: Vec<String> = needed.iter().cloned().collect();
+    while let Some(s) = frontier.pop() {
+        for dep in build_specs[&s].from_services.values() {
+            if needed.insert(dep.clone()) {
+                frontier.push(dep.clone());
+            }
+        }
+    }
     let wanted: Vec<WantedImage> = build_specs
         .values()
-        .filter(|b| selected(&b.service))
+        .filter(|b| needed.contains(&b.service))
         .map(|b| WantedImage {
             service: b.service.clone(),
             key: b.key.clone(),
@@ -460,7 +521,11 @@ pub fn make_plan(
         })
         .collect();
     let forced: BTreeSet<String> = if force {
-        wanted.iter().map(|w| w.service.clone()).collect()
+        wanted
+            .iter()
+            .filter(|w| selected(&w.service))
+            .map(|w| w.service.clone())
+            .collect()
     } else {
         BTreeSet::new()
     };
@@ -510,4 +575,20 @@ pub fn make_plan(
         desired,
         waves,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::image_ref;
+
+    #[test]
+    fn an_untagged_image_name_means_latest() {
+        assert_eq!(image_ref("cloudmatrix/base"), "cloudmatrix/base:latest");
+        assert_eq!(image_ref("cloudmatrix/base:1"), "cloudmatrix/base:1");
+        assert_eq!(
+            image_ref("registry:5000/cloudmatrix/base"),
+            "registry:5000/cloudmatrix/base:latest"
+        );
+        assert_eq!(image_ref("busybox@sha256:abc"), "busybox@sha256:abc");
+    }
 }

@@ -7,6 +7,7 @@
 //! number; two commits of one service build side by side.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -264,7 +265,8 @@ impl JobHandle {
 }
 
 /// A build in flight: its result is how long it took, or its last log lines.
-type BuildCell = Arc<OnceCell<Result<u64, String>>>;
+/// `Ok(None)`: the image turned out to be present already (another job built it).
+type BuildCell = Arc<OnceCell<Result<Option<u64>, String>>>;
 
 struct Inner {
     marvin: Marvin,
@@ -313,6 +315,10 @@ struct JobCtx {
     recent: Mutex<VecDeque<String>>,
     summary: Mutex<JobSummary>,
     cancel: CancellationToken,
+    /// Secret values of the environment, masked in every log line and report.
+    redactor: Mutex<Arc<crate::redact::Redactor>>,
+    /// Containers are being replaced: a cancel waits for the current wave.
+    deploying: AtomicBool,
 }
 
 impl JobCtx {
@@ -337,7 +343,9 @@ impl JobCtx {
     }
 
     fn log(&self, stream: &str, line: &str) {
-        let line = line.trim_end_matches(['\r', '\n']);
+        let redactor = Arc::clone(&self.redactor.lock().expect("redactor lock"));
+        let line = redactor.redact(line.trim_end_matches(['\r', '\n']));
+        let line = line.as_ref();
         {
             let mut recent = self.recent.lock().expect("log lock");
             if recent.len() == LAST_LINES {
@@ -513,11 +521,22 @@ impl Runtime {
                 ..JobSummary::default()
             }),
             cancel,
+            redactor: Mutex::new(Arc::new(self.secrets_of(&env))),
+            deploying: AtomicBool::new(false),
         });
         let runtime = self.clone();
         let kind = request.kind;
         let done = tokio::spawn(async move { runtime.run_job(ctx, kind).await });
         Ok(JobHandle { id: job.id, done })
+    }
+
+    /// A redactor for what marvin.yml alone says is secret in an environment
+    /// (its `env` and `vars`); plans add the values from env files.
+    fn secrets_of(&self, env: &str) -> crate::redact::Redactor {
+        match self.inner.marvin.project.environment(env) {
+            Ok(e) => crate::redact::Redactor::new(crate::redact::secret_values(e, &[])),
+            Err(_) => crate::redact::Redactor::none(),
+        }
     }
 
     /// Ask a running or queued job to stop. Returns whether it was found here.
@@ -565,15 +584,23 @@ impl Runtime {
         let started = Instant::now();
         let outcome = match guard {
             None => Err(StepError::new("queue", "cancelled while queued")),
-            Some(_guard) => {
-                let _ = self
-                    .inner
-                    .store
-                    .start_job(ctx.id, self.inner.clock.now_ms());
+            Some(()) => {
                 ctx.emit(EventKind::Started);
-                // Cancelling is cooperative: each step stops at a point where
-                // nothing is half-done (see `build`, `deploy`, `run_task_container`).
-                let result = self.execute(&ctx, &kind).await;
+                let work = self.execute(&ctx, &kind);
+                tokio::pin!(work);
+                let result = tokio::select! {
+                    r = &mut work => r,
+                    _ = ctx.cancel.cancelled() => {
+                        if ctx.deploying.load(Ordering::SeqCst) {
+                            // Dropping the work mid-replace would leave a container
+                            // stopped and set aside: the deploy stops after this wave.
+                            ctx.log("marvin", "cancel requested: stopping once the containers being replaced are up");
+                            work.await
+                        } else {
+                            Err(StepError::new("cancel", "cancelled"))
+                        }
+                    }
+                };
                 if let Err(e) = &result
                     && e.step != "cancel"
                     && matches!(kind, JobKind::Build { .. } | JobKind::Rollback { .. })
@@ -594,6 +621,16 @@ impl Runtime {
             s.state = Some(state);
             s.duration_ms = started.elapsed().as_millis() as u64;
             if let Err(e) = outcome {
+                let redactor = Arc::clone(&ctx.redactor.lock().expect("redactor lock"));
+                let e = StepError {
+                    step: e.step,
+                    message: redactor.redact(&e.message).into_owned(),
+                    last_lines: e
+                        .last_lines
+                        .iter()
+                        .map(|l| redactor.redact(l).into_owned())
+                        .collect(),
+                };
                 s.failed_step = Some(e.step);
                 s.error = Some(e.message);
                 s.last_lines = if e.last_lines.is_empty() {
@@ -693,6 +730,17 @@ impl Runtime {
         .await
         .map_err(|e| StepError::new("plan", e.to_string()))?
         .map_err(|e| StepError::new("plan", e.to_string()))?;
+        // Every value a container will see that is named like a secret is masked from now on.
+        if let Ok(env) = self.inner.marvin.project.environment(&ctx.env) {
+            let pairs: Vec<(String, String)> = plan
+                .desired
+                .iter()
+                .flat_map(|d| d.spec.env.iter().cloned())
+                .collect();
+            *ctx.redactor.lock().expect("redactor lock") = Arc::new(crate::redact::Redactor::new(
+                crate::redact::secret_values(env, &pairs),
+            ));
+        }
         let c = plan.counts();
         ctx.log(
             "marvin",
@@ -713,11 +761,7 @@ impl Runtime {
         let resolved = self.resolve(ctx, true).await?;
         let plan = self.make_plan(ctx, &resolved, only, force).await?;
         ctx.check_cancel()?;
-        // An image build can be abandoned at any time: images are only tagged when complete.
-        tokio::select! {
-            r = self.build_images(ctx, &resolved, &plan) => r?,
-            _ = ctx.cancel.cancelled() => return Err(StepError::new("cancel", "cancelled during the build; no container was changed")),
-        }
+        self.build_images(ctx, &resolved, &plan).await?;
         ctx.check_cancel()?;
         self.deploy(ctx, &plan.desired, &plan, &resolved.commits)
             .await
@@ -789,7 +833,9 @@ impl Runtime {
                         .tag_image(&id, &spec.tag)
                         .await
                         .map_err(|e| fail(e.to_string()))?,
-                    None => return Box::pin(self.build_fresh(ctx, resolved, plan, spec)).await,
+                    None => {
+                        return Box::pin(self.build_fresh(ctx, resolved, plan, spec, false)).await;
+                    }
                 }
             }
             ctx.summary().reused.push(step.service.clone());
@@ -798,7 +844,8 @@ impl Runtime {
             });
             return Ok(());
         }
-        self.build_fresh(ctx, resolved, plan, spec).await
+        let forced = step.reason == crate::plan::BuildReason::Forced;
+        self.build_fresh(ctx, resolved, plan, spec, forced).await
     }
 
     /// Build one image, once per key however many jobs ask at the same time.
@@ -808,6 +855,7 @@ impl Runtime {
         resolved: &Resolved,
         plan: &Plan,
         spec: &ServiceBuild,
+        forced: bool,
     ) -> Result<(), StepError> {
         let cell = Arc::clone(
             self.inner
@@ -821,7 +869,7 @@ impl Runtime {
         let result = cell
             .get_or_init(|| {
                 built_here = true;
-                self.build_image(ctx, resolved, plan, spec)
+                self.build_image(ctx, resolved, plan, spec, forced)
             })
             .await
             .clone();
@@ -831,19 +879,21 @@ impl Runtime {
             .expect("inflight lock")
             .remove(&spec.key);
         match result {
-            Ok(millis) => {
-                if built_here {
+            Ok(Some(millis)) if built_here => {
+                {
                     ctx.summary().built.push((spec.service.clone(), millis));
                     ctx.emit(EventKind::Built {
                         service: spec.service.clone(),
                         millis,
                     });
-                } else {
-                    ctx.summary().reused.push(spec.service.clone());
-                    ctx.emit(EventKind::Reused {
-                        service: spec.service.clone(),
-                    });
                 }
+                Ok(())
+            }
+            Ok(_) => {
+                ctx.summary().reused.push(spec.service.clone());
+                ctx.emit(EventKind::Reused {
+                    service: spec.service.clone(),
+                });
                 Ok(())
             }
             Err(message) => Err(StepError {
@@ -860,13 +910,26 @@ impl Runtime {
         resolved: &Resolved,
         plan: &Plan,
         spec: &ServiceBuild,
-    ) -> Result<u64, String> {
+        forced: bool,
+    ) -> Result<Option<u64>, String> {
         let _permit = self
             .inner
             .build_slots
             .acquire()
             .await
             .map_err(|e| e.to_string())?;
+        // A job that planned this build may arrive after another job's build
+        // of the same key finished and left the single-flight map.
+        if !forced
+            && self
+                .inner
+                .engine
+                .image_exists(&spec.tag)
+                .await
+                .unwrap_or(false)
+        {
+            return Ok(None);
+        }
         let started = Instant::now();
         ctx.emit(EventKind::BuildStarted {
             service: spec.service.clone(),
@@ -935,7 +998,7 @@ impl Runtime {
             .engine
             .build_image(request, &log)
             .await
-            .map(|_| started.elapsed().as_millis() as u64)
+            .map(|_| Some(started.elapsed().as_millis() as u64))
             .map_err(|e| match e {
                 EngineError::BuildFailed { last_lines, .. } => last_lines.join("\n"),
                 other => other.to_string(),
@@ -992,6 +1055,7 @@ impl Runtime {
         }
 
         ctx.step("deploy");
+        ctx.deploying.store(true, Ordering::SeqCst);
         engine
             .ensure_network(&network, &env_labels)
             .await
@@ -1015,7 +1079,7 @@ impl Runtime {
             .collect();
         let timeout = project.settings.health_timeout;
         let mut failures: Vec<StepError> = Vec::new();
-        for wave in &plan.waves {
+        for (i, wave) in plan.waves.iter().enumerate() {
             let work: Vec<_> = wave
                 .iter()
                 .filter_map(|s| {
@@ -1034,7 +1098,10 @@ impl Runtime {
             if !failures.is_empty() {
                 break;
             }
-            ctx.check_cancel()?;
+            // Past the last wave a cancel is too late: finish, so what runs is recorded.
+            if i + 1 < plan.waves.len() {
+                ctx.check_cancel()?;
+            }
         }
         if let Some(first) = failures.into_iter().next() {
             return Err(first);
@@ -1335,17 +1402,19 @@ impl Runtime {
             .ensure_network(&network, &labels)
             .await
             .map_err(|e| StepError::new("task", e.to_string()))?;
-        let run = self.inner.engine.run_to_completion(spec, &log);
-        tokio::select! {
-            r = run => r.map_err(|e| StepError::new("task", format!("task `{task}`: {e}"))),
-            _ = ctx.cancel.cancelled() => {
-                // Stop the one-off container rather than leave it running.
-                if let Ok(Some(c)) = self.inner.engine.inspect_container(&spec.name).await {
-                    let _ = self.inner.engine.remove_container(&c.id).await;
-                }
-                Err(StepError::new("cancel", format!("cancelled while task `{task}` ran; its container was removed")))
-            }
-        }
+        let mut guard = RemoveOnDrop {
+            engine: Arc::clone(&self.inner.engine),
+            name: spec.name.clone(),
+            armed: true,
+        };
+        let result = self
+            .inner
+            .engine
+            .run_to_completion(spec, &log)
+            .await
+            .map_err(|e| StepError::new("task", format!("task `{task}`: {e}")));
+        guard.armed = false;
+        result
     }
 
     async fn hook(
@@ -1616,6 +1685,29 @@ impl Runtime {
     }
 }
 
+/// Removes a one-off container whose job was dropped mid-run (a cancel): the
+/// engine would otherwise keep it running with nobody waiting for it.
+struct RemoveOnDrop {
+    engine: Arc<dyn Engine>,
+    name: String,
+    armed: bool,
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let engine = Arc::clone(&self.engine);
+        let name = std::mem::take(&mut self.name);
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let _ = engine.remove_container(&name).await;
+            });
+        }
+    }
+}
+
 /// This process, as recorded on the jobs it runs: `host:pid`.
 fn owner_id() -> String {
     let host = std::fs::read_to_string("/etc/hostname")
@@ -1654,10 +1746,8 @@ fn sweep_abandoned(
     let dead: Vec<JobId> = store
         .active_owners(project)?
         .into_iter()
-        .filter(|(_, owner, heartbeat, created)| {
-            !owner_alive(owner.as_deref(), *heartbeat, *created, now_ms)
-        })
-        .map(|(id, ..)| id)
+        .filter(|o| !owner_alive(o.owner.as_deref(), o.heartbeat_ms, o.created_ms, now_ms))
+        .map(|o| o.job)
         .collect();
     store.interrupt_jobs(&dead, now_ms)
 }

@@ -201,13 +201,9 @@ impl Store {
         })
     }
 
-    /// Who runs each queued or running job of a project: `(job, owner,
-    /// heartbeat_ms, created_ms)`, so a new process can tell which ones
-    /// belong to a process that is gone.
-    pub fn active_owners(
-        &self,
-        project: &str,
-    ) -> Result<Vec<(JobId, Option<String>, Option<i64>, i64)>, StoreError> {
+    /// Who runs each queued or running job of a project, so a new process
+    /// can tell which ones belong to a process that is gone.
+    pub fn active_owners(&self, project: &str) -> Result<Vec<JobOwner>, StoreError> {
         self.read("listing job owners", |conn| {
             let mut stmt = conn.prepare(
                 "SELECT id, owner, heartbeat_ms, created_ms FROM jobs
@@ -215,7 +211,12 @@ impl Store {
             )?;
             let rows = stmt
                 .query_map([project], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                    Ok(JobOwner {
+                        job: r.get(0)?,
+                        owner: r.get(1)?,
+                        heartbeat_ms: r.get(2)?,
+                        created_ms: r.get(3)?,
+                    })
                 })?
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(rows)
@@ -435,4 +436,17 @@ fn insert_logs<'a>(
         stmt.execute(params![job, seq, now_ms, stream, line])?;
     }
     Ok(())
+}
+
+/// Which process runs an unfinished job, and when it last said so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobOwner {
+    /// The job.
+    pub job: JobId,
+    /// `host:pid` of the process running it, once it has heart-beaten.
+    pub owner: Option<String>,
+    /// Its last heartbeat (unix millis).
+    pub heartbeat_ms: Option<i64>,
+    /// When the job was created.
+    pub created_ms: i64,
 }

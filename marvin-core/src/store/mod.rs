@@ -34,6 +34,7 @@ use std::time::Duration;
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 pub use error::{Problem, StoreError};
+pub use jobs::JobOwner;
 pub use model::{
     Approval, ApprovalState, ApproveOutcome, AuditEntry, DeployedService, Deployment, Event, Job,
     JobId, JobState, Lock, LockOutcome, LogLine, NewAuditEntry, NewJob, UnknownJobState,
