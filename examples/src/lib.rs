@@ -52,8 +52,15 @@ pub fn runtime(marvin: Marvin) -> Result<Runtime, String> {
 pub async fn run(runtime: &Runtime, env: &str, kind: JobKind) -> Result<JobSummary, String> {
     let who = identity();
     let store = runtime.store().clone();
-    commands::check_job(runtime.marvin(), &store, &who, env, SystemClock.now_ms())
-        .map_err(|e| e.to_string())?;
+    commands::check_job(
+        runtime.marvin(),
+        &store,
+        &who,
+        env,
+        &kind,
+        SystemClock.now_ms(),
+    )
+    .map_err(|e| e.to_string())?;
     let mut events = runtime.subscribe();
     let handle = runtime
         .submit(JobRequest {

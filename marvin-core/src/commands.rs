@@ -1,16 +1,22 @@
 //! The commands every front end offers besides jobs — status, logs,
 //! history, lock, unlock — and the check a job passes before it is
-//! submitted (the caller's role, the environment's lock). Front ends render
-//! what these return; the decisions are made here, once (DESIGN.md §7).
+//! submitted. The decisions are the pure ones of [`crate::access`] (who may)
+//! and [`crate::locks`] (the lock); this module asks the store and the
+//! engine, applies them, and returns plain data for front ends to render.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::access::{self, Decision};
+use crate::command::{LogTarget, Verb};
+use crate::config::Environment;
 use crate::engine::{LABEL_ENV, LABEL_PROJECT, ObservedContainer};
-use crate::marvin::{Marvin, MarvinError, may_change};
-use crate::store::{Job, JobId, Lock, LockOutcome, Store, StoreError, UnlockOutcome};
+use crate::locks::{self, BuildGate, LockDecision, UnlockDecision};
+use crate::marvin::{Marvin, MarvinError};
+use crate::runtime::JobKind;
+use crate::store::{Job, Lock, LockOutcome, Store, StoreError, UnlockOutcome};
 
 /// Why a command could not be carried out.
 #[derive(Debug, thiserror::Error)]
@@ -29,7 +35,7 @@ pub enum CommandError {
     /// What was asked for does not exist (a job, a container).
     #[error("{0}")]
     NotFound(String),
-    /// An argument is wrong (a duration, a job of another environment).
+    /// An argument is wrong (a job of another environment).
     #[error("{0}")]
     BadInput(String),
     /// No Docker engine is connected.
@@ -71,47 +77,67 @@ pub struct EnvStatus {
     pub last_job: Option<Job>,
 }
 
-/// The sentence that refuses a change to a locked environment.
-pub fn locked_message(lock: &Lock, now_ms: i64) -> String {
-    let until = match lock.until_ms {
-        Some(until) => format!(
-            "for another {}",
-            crate::duration::format(Duration::from_millis((until - now_ms).max(0) as u64))
-        ),
-        None => "until unlocked".to_string(),
-    };
-    let reason = if lock.reason.is_empty() {
-        String::new()
-    } else {
-        format!(" ({})", lock.reason)
-    };
-    format!(
-        "{} is locked by {} {until}{reason}; ask them to unlock it, or wait",
-        lock.env, lock.holder
-    )
+/// The verb a job kind is asked with, for the permission check.
+fn verb_of(kind: &JobKind) -> Verb {
+    match kind {
+        JobKind::Build { services, force } => Verb::Build {
+            services: services.clone(),
+            force: *force,
+        },
+        JobKind::Run { task, args } => Verb::Run {
+            task: task.clone(),
+            args: args.clone(),
+        },
+        JobKind::Rollback { job } => Verb::Rollback { job: *job },
+    }
 }
 
-/// May `who` start a job that changes `env` now? Checks the role, then the
-/// lock: the holder may still build, anyone else is refused.
+/// `access::decide` for a front end that cannot wait for an approval.
+fn allowed(marvin: &Marvin, who: &str, env: &Environment, verb: &Verb) -> Result<(), CommandError> {
+    match access::decide(&marvin.project, who, Some(env), verb, None) {
+        Decision::Allow => Ok(()),
+        Decision::Deny { reason } => Err(CommandError::PermissionDenied(reason)),
+        Decision::NeedsApproval => Err(CommandError::PermissionDenied(format!(
+            "{} is protected: a developer's {} there waits for an admin's `approve`, which only the chat front ends ask for; ask an admin to run it",
+            env.name,
+            verb.name()
+        ))),
+    }
+}
+
+fn refused(lock: Option<Lock>, message: String) -> CommandError {
+    match lock {
+        Some(lock) => CommandError::Locked {
+            lock: Box::new(lock),
+            message,
+        },
+        None => CommandError::BadInput(message),
+    }
+}
+
+/// May `who` start this job in `env` now? Checks the role, then the lock:
+/// the holder may still build, anyone else is refused.
 pub fn check_job(
     marvin: &Marvin,
     store: &Store,
     who: &str,
     env: &str,
+    kind: &JobKind,
     now_ms: i64,
 ) -> Result<(), CommandError> {
     let environment = marvin.project.environment(env)?;
-    may_change(&marvin.project, who, environment).map_err(CommandError::PermissionDenied)?;
-    match store.current_lock(&marvin.project.name, &environment.name, now_ms)? {
-        Some(lock) if lock.holder != who => Err(CommandError::Locked {
-            message: locked_message(&lock, now_ms),
-            lock: Box::new(lock),
-        }),
-        _ => Ok(()),
+    allowed(marvin, who, environment, &verb_of(kind))?;
+    let lock = store.current_lock(&marvin.project.name, &environment.name, now_ms)?;
+    match locks::may_build(lock.as_ref(), who, now_ms) {
+        BuildGate::Free | BuildGate::Holder => Ok(()),
+        BuildGate::Refused { message } => Err(refused(lock, message)),
     }
 }
 
-/// Take (or renew) `env`'s lock for `who`, for `duration` (None: until unlocked).
+/// Take (or renew) `env`'s lock for `who`, for `duration` (None: the
+/// default, [`locks::DEFAULT_LOCK`]); `force`: an admin taking someone
+/// else's.
+#[allow(clippy::too_many_arguments)] // mirrors the command: who, where, how long, why, how
 pub fn lock(
     marvin: &Marvin,
     store: &Store,
@@ -119,27 +145,34 @@ pub fn lock(
     env: &str,
     duration: Option<Duration>,
     reason: &str,
+    force: bool,
     now_ms: i64,
 ) -> Result<Lock, CommandError> {
     let environment = marvin.project.environment(env)?;
-    may_change(&marvin.project, who, environment).map_err(CommandError::PermissionDenied)?;
-    let until = duration.map(|d| now_ms + d.as_millis() as i64);
-    match store.lock(
-        &marvin.project.name,
-        &environment.name,
-        who,
-        reason,
-        until,
-        false,
-        now_ms,
-    )? {
+    let verb = Verb::Lock {
+        duration,
+        reason: reason.to_string(),
+        force,
+    };
+    allowed(marvin, who, environment, &verb)?;
+    let (project, name) = (&marvin.project.name, &environment.name);
+    let current = store.current_lock(project, name, now_ms)?;
+    let role = marvin.project.role_of(who);
+    let until_ms = match locks::decide_lock(current.as_ref(), who, role, force, duration, now_ms) {
+        LockDecision::Refused { message } => return Err(refused(current, message)),
+        LockDecision::Take { until_ms }
+        | LockDecision::Renew { until_ms }
+        | LockDecision::TakeOver { until_ms, .. } => until_ms,
+    };
+    match store.lock(project, name, who, reason, Some(until_ms), force, now_ms)? {
         LockOutcome::Taken(l)
         | LockOutcome::Renewed(l)
         | LockOutcome::TakenOver { lock: l, .. } => Ok(l),
-        LockOutcome::Refused(current) => Err(CommandError::Locked {
-            message: locked_message(&current, now_ms),
-            lock: Box::new(current),
-        }),
+        // Someone took it between the read and the write.
+        LockOutcome::Refused(l) => {
+            let message = format!("{}; ask them, or wait", locks::describe(&l, now_ms));
+            Err(refused(Some(l), message))
+        }
     }
 }
 
@@ -154,18 +187,22 @@ pub fn unlock(
     now_ms: i64,
 ) -> Result<Option<Lock>, CommandError> {
     let environment = marvin.project.environment(env)?;
-    if force && marvin.project.role_of(who) != crate::config::Role::Admin {
-        return Err(CommandError::PermissionDenied(format!(
-            "only an admin may unlock an environment someone else locked, and {who} is not one"
-        )));
+    allowed(marvin, who, environment, &Verb::Unlock { force })?;
+    let (project, name) = (&marvin.project.name, &environment.name);
+    let current = store.current_lock(project, name, now_ms)?;
+    let role = marvin.project.role_of(who);
+    match locks::decide_unlock(current.as_ref(), who, role, force, now_ms) {
+        UnlockDecision::NotLocked => return Ok(None),
+        UnlockDecision::Refused { message } => return Err(refused(current, message)),
+        UnlockDecision::Release | UnlockDecision::ReleaseOther { .. } => {}
     }
-    match store.unlock(&marvin.project.name, &environment.name, who, force, now_ms)? {
+    match store.unlock(project, name, who, force, now_ms)? {
         UnlockOutcome::Released(l) => Ok(Some(l)),
         UnlockOutcome::NotLocked => Ok(None),
-        UnlockOutcome::Refused(current) => Err(CommandError::Locked {
-            message: locked_message(&current, now_ms),
-            lock: Box::new(current),
-        }),
+        UnlockOutcome::Refused(l) => {
+            let message = format!("{}; ask them, or an admin", locks::describe(&l, now_ms));
+            Err(refused(Some(l), message))
+        }
     }
 }
 
@@ -206,43 +243,27 @@ pub async fn status(
     })
 }
 
-/// What `logs` reads: a job's log, or a service's container log.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LogTarget {
-    /// The newest job of the environment.
-    LastJob,
-    /// This job.
-    Job(JobId),
-    /// This service's container.
-    Service(String),
-}
-
-impl LogTarget {
-    /// A job number (`42`, `#42`) or a service name; nothing means the last job.
-    pub fn parse(target: Option<&str>) -> LogTarget {
-        match target {
-            None => LogTarget::LastJob,
-            Some(t) => match t.trim_start_matches('#').parse::<JobId>() {
-                Ok(id) => LogTarget::Job(id),
-                Err(_) => LogTarget::Service(t.to_string()),
-            },
-        }
+/// A `logs` target as people write it: a job number (`42`, `#42`) or a service name.
+pub fn log_target(text: &str) -> LogTarget {
+    match text.trim_start_matches('#').parse() {
+        Ok(id) => LogTarget::Job(id),
+        Err(_) => LogTarget::Service(text.to_string()),
     }
 }
 
-/// `logs`: the last `tail` lines of a job's log (`[stream] line`) or of a
-/// service's container.
+/// `logs`: the last `tail` lines of a job's log (`[stream] line`; None:
+/// the environment's last job) or of a service's container.
 pub async fn logs(
     marvin: &Marvin,
     store: &Store,
     env: &str,
-    target: &LogTarget,
+    target: Option<&LogTarget>,
     tail: usize,
 ) -> Result<Vec<String>, CommandError> {
     let environment = marvin.project.environment(env)?.clone();
     let job_id = match target {
-        LogTarget::Job(id) => Some(*id),
-        LogTarget::LastJob => Some(
+        Some(LogTarget::Job(id)) => Some(*id),
+        None => Some(
             store
                 .jobs(&marvin.project.name, Some(&environment.name), 1)?
                 .first()
@@ -254,7 +275,7 @@ pub async fn logs(
                     ))
                 })?,
         ),
-        LogTarget::Service(_) => None,
+        Some(LogTarget::Service(_)) => None,
     };
     if let Some(id) = job_id {
         let job = store
@@ -272,7 +293,7 @@ pub async fn logs(
             .map(|l| format!("[{}] {}", l.stream, l.line))
             .collect());
     }
-    let LogTarget::Service(service) = target else {
+    let Some(LogTarget::Service(service)) = target else {
         unreachable!("jobs are handled above")
     };
     let engine = marvin.engine.clone().ok_or(CommandError::NoEngine)?;
@@ -293,6 +314,11 @@ mod tests {
 
     const CONFIG: &str = "project: shop\nrepos:\n  app: {url: /srv/app.git}\nenvironments:\n  dev: {}\n  prod: {protected: true}\npeople:\n  default_role: developer\n  viewers: [py:eve]\n  admins: [py:root]\n";
 
+    const BUILD: JobKind = JobKind::Build {
+        services: Vec::new(),
+        force: false,
+    };
+
     fn fixture() -> (tempfile::TempDir, Marvin, Store) {
         let tmp = tempfile::tempdir().expect("temp dir");
         let config = tmp.path().join("marvin.yml");
@@ -306,28 +332,30 @@ mod tests {
     fn the_lock_holder_may_build_and_others_are_refused_with_who_and_why() {
         let (_tmp, marvin, store) = fixture();
         let now = 1_000_000;
+        let hour = Some(Duration::from_secs(3600));
         lock(
             &marvin,
             &store,
             "py:alice",
             "dev",
-            Some(Duration::from_secs(3600)),
+            hour,
             "demo at 3",
+            false,
             now,
         )
         .expect("alice locks dev");
-        check_job(&marvin, &store, "py:alice", "dev", now).expect("the holder may build");
-        match check_job(&marvin, &store, "py:bob", "dev", now) {
+        check_job(&marvin, &store, "py:alice", "dev", &BUILD, now).expect("the holder may build");
+        match check_job(&marvin, &store, "py:bob", "dev", &BUILD, now) {
             Err(CommandError::Locked { lock, message }) => {
                 assert_eq!(lock.holder, "py:alice");
                 assert_eq!(
                     message,
-                    "dev is locked by py:alice for another 1h (demo at 3); ask them to unlock it, or wait"
+                    "dev is locked by py:alice: demo at 3, until 01:16 UTC (1h from now); ask them, or wait"
                 );
             }
             other => panic!("expected Locked, got {other:?}"),
         }
-        check_job(&marvin, &store, "py:bob", "dev", now + 3_600_001)
+        check_job(&marvin, &store, "py:bob", "dev", &BUILD, now + 3_600_001)
             .expect("an expired lock no longer refuses");
     }
 
@@ -335,19 +363,31 @@ mod tests {
     fn viewers_cannot_lock_or_build() {
         let (_tmp, marvin, store) = fixture();
         assert!(matches!(
-            check_job(&marvin, &store, "py:eve", "dev", 0),
-            Err(CommandError::PermissionDenied(_))
+            check_job(&marvin, &store, "py:eve", "dev", &BUILD, 0),
+            Err(CommandError::PermissionDenied(m)) if m.starts_with("you (py:eve) are a viewer")
         ));
         assert!(matches!(
-            lock(&marvin, &store, "py:eve", "dev", None, "", 0),
+            lock(&marvin, &store, "py:eve", "dev", None, "", false, 0),
             Err(CommandError::PermissionDenied(_))
         ));
     }
 
     #[test]
+    fn a_developer_job_in_a_protected_environment_is_refused_without_approval() {
+        let (_tmp, marvin, store) = fixture();
+        match check_job(&marvin, &store, "py:bob", "prod", &BUILD, 0) {
+            Err(CommandError::PermissionDenied(m)) => {
+                assert!(m.starts_with("prod is protected"), "{m}")
+            }
+            other => panic!("expected PermissionDenied, got {other:?}"),
+        }
+        check_job(&marvin, &store, "py:root", "prod", &BUILD, 0).expect("admins may");
+    }
+
+    #[test]
     fn only_the_holder_or_a_forcing_admin_unlocks() {
         let (_tmp, marvin, store) = fixture();
-        lock(&marvin, &store, "py:alice", "dev", None, "", 0).expect("lock");
+        lock(&marvin, &store, "py:alice", "dev", None, "", false, 0).expect("lock");
         assert!(matches!(
             unlock(&marvin, &store, "py:bob", "dev", false, 1),
             Err(CommandError::Locked { .. })
@@ -361,6 +401,26 @@ mod tests {
         assert_eq!(
             unlock(&marvin, &store, "py:root", "dev", false, 2).expect("nothing to unlock"),
             None
+        );
+    }
+
+    #[test]
+    fn an_admin_takes_over_a_lock_only_with_force() {
+        let (_tmp, marvin, store) = fixture();
+        lock(&marvin, &store, "py:alice", "dev", None, "mine", false, 0).expect("lock");
+        assert!(matches!(
+            lock(&marvin, &store, "py:root", "dev", None, "", false, 1),
+            Err(CommandError::Locked { .. })
+        ));
+        let taken =
+            lock(&marvin, &store, "py:root", "dev", None, "release", true, 1).expect("force");
+        assert_eq!(
+            (taken.holder.as_str(), taken.reason.as_str()),
+            ("py:root", "release")
+        );
+        assert_eq!(
+            taken.until_ms,
+            Some(1 + locks::DEFAULT_LOCK.as_millis() as i64)
         );
     }
 
@@ -384,15 +444,16 @@ mod tests {
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .expect("runtime");
+        let target = LogTarget::Job(job.id);
         let err = rt
-            .block_on(logs(&marvin, &store, "dev", &LogTarget::Job(job.id), 10))
+            .block_on(logs(&marvin, &store, "dev", Some(&target), 10))
             .unwrap_err();
         assert_eq!(
             err.to_string(),
             format!("job #{} ran in prod, not dev", job.id)
         );
         let err = rt
-            .block_on(logs(&marvin, &store, "dev", &LogTarget::LastJob, 10))
+            .block_on(logs(&marvin, &store, "dev", None, 10))
             .unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -402,12 +463,8 @@ mod tests {
 
     #[test]
     fn a_log_target_is_a_job_number_or_a_service() {
-        assert_eq!(LogTarget::parse(None), LogTarget::LastJob);
-        assert_eq!(LogTarget::parse(Some("#12")), LogTarget::Job(12));
-        assert_eq!(LogTarget::parse(Some("12")), LogTarget::Job(12));
-        assert_eq!(
-            LogTarget::parse(Some("web")),
-            LogTarget::Service("web".into())
-        );
+        assert_eq!(log_target("#12"), LogTarget::Job(12));
+        assert_eq!(log_target("12"), LogTarget::Job(12));
+        assert_eq!(log_target("web"), LogTarget::Service("web".into()));
     }
 }

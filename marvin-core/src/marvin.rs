@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{ConfigError, Environment, Project, Role};
+use crate::config::{ConfigError, Project};
 use crate::engine::{ContainerState, Engine, EngineError, LABEL_ENV, LABEL_PROJECT};
 use crate::keys::{BuildKey, DeployKey};
 use crate::plan::ObservedService;
@@ -171,60 +171,5 @@ impl Marvin {
         .await
         .map_err(|e| MarvinError::Internal(e.to_string()))??;
         Ok(plan)
-    }
-}
-
-/// Whether `identity` may change `env` (build, run, rollback, lock):
-/// developers may change unprotected environments, admins any
-/// (DESIGN.md §7). The refusal says who is what and what would be needed.
-pub fn may_change(project: &Project, identity: &str, env: &Environment) -> Result<(), String> {
-    let role = project.role_of(identity);
-    match role {
-        Role::Viewer => Err(format!(
-            "{identity} is a viewer in {}: viewers may look (plan, status, logs, history) but not change {}; ask an admin to make you a developer",
-            project.name, env.name
-        )),
-        Role::Developer if env.protected => Err(format!(
-            "{} is protected: only an admin may change it, and {identity} is a developer",
-            env.name
-        )),
-        Role::Developer | Role::Admin => Ok(()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn project(people: &str) -> Project {
-        let text = format!(
-            "project: shop\nrepos:\n  app: {{url: /srv/app.git}}\nenvironments:\n  dev: {{}}\n  prod: {{protected: true}}\npeople:\n{people}"
-        );
-        Project::parse(&text, "marvin.yml").expect("valid test config")
-    }
-
-    fn check(p: &Project, who: &str, env: &str) -> Result<(), String> {
-        may_change(p, who, p.environment(env).expect("known env"))
-    }
-
-    #[test]
-    fn viewers_may_not_change_any_environment() {
-        let p = project("  default_role: viewer\n");
-        let err = check(&p, "py:bob", "dev").unwrap_err();
-        assert!(err.contains("py:bob is a viewer"), "{err}");
-    }
-
-    #[test]
-    fn developers_change_unprotected_environments_only() {
-        let p = project("  default_role: developer\n");
-        assert_eq!(check(&p, "py:bob", "dev"), Ok(()));
-        let err = check(&p, "py:bob", "prod").unwrap_err();
-        assert!(err.starts_with("prod is protected"), "{err}");
-    }
-
-    #[test]
-    fn admins_change_protected_environments() {
-        let p = project("  default_role: viewer\n  admins: [py:root]\n");
-        assert_eq!(check(&p, "py:root", "prod"), Ok(()));
     }
 }

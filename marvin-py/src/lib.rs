@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use marvin_core::commands::{self, CommandError, LogTarget};
+use marvin_core::commands::{self, CommandError};
 use marvin_core::config::ConfigError as CoreConfigError;
 use marvin_core::engine::{DockerEngine, Engine, EngineError, LABEL_PROJECT};
 use marvin_core::marvin::{DATA_DIR_ENV, Marvin, MarvinError as CoreMarvinError, PlanOptions};
@@ -355,8 +355,15 @@ impl PyProject {
         env: &str,
         kind: JobKind,
     ) -> PyResult<(Runtime, JobId, mpsc::UnboundedReceiver<JobMessage>)> {
-        commands::check_job(&self.marvin, &self.store, &self.identity, env, now_ms())
-            .map_err(command_error)?;
+        commands::check_job(
+            &self.marvin,
+            &self.store,
+            &self.identity,
+            env,
+            &kind,
+            now_ms(),
+        )
+        .map_err(command_error)?;
         let runtime = self.job_runtime(py)?;
         let _context = tokio_rt().enter();
         let mut events = runtime.subscribe();
@@ -770,24 +777,27 @@ impl PyProject {
             None => None,
             Some(t) => Some(t.str()?.to_string()),
         };
-        let target = LogTarget::parse(target.as_deref());
+        let target = target.as_deref().map(commands::log_target);
         let (marvin, store, env) = (self.marvin.clone(), self.store.clone(), env.to_string());
         py.detach(|| {
-            tokio_rt()
-                .block_on(async move { commands::logs(&marvin, &store, &env, &target, tail).await })
+            tokio_rt().block_on(async move {
+                commands::logs(&marvin, &store, &env, target.as_ref(), tail).await
+            })
         })
         .map_err(command_error)
     }
 
-    /// Lock `env` for `duration` (`30m`, `2h`; None: until unlocked) with a
-    /// reason; renews the caller's own lock. Returns the lock as a dict.
-    #[pyo3(signature = (env, duration=None, reason=String::new()))]
+    /// Lock `env` for `duration` (`30m`, `2h`; None: the default, 2h) with a
+    /// reason; renews the caller's own lock; `force`: an admin taking
+    /// someone else's. Returns the lock as a dict.
+    #[pyo3(signature = (env, duration=None, reason=String::new(), force=false))]
     fn lock(
         &self,
         py: Python<'_>,
         env: &str,
         duration: Option<String>,
         reason: String,
+        force: bool,
     ) -> PyResult<Py<PyAny>> {
         let duration = duration
             .map(|d| marvin_core::duration::parse(&d))
@@ -802,6 +812,7 @@ impl PyProject {
                     env,
                     duration,
                     &reason,
+                    force,
                     now_ms(),
                 )
             })

@@ -88,7 +88,7 @@ def test_a_viewer_is_refused_a_build_with_permission_denied(demo_config, tmp_pat
     config.write_text(text)
     eve = marvin.Project.load(config, identity="eve", data_dir=tmp_path / "data")
     assert eve.role == "viewer"
-    with pytest.raises(marvin.PermissionDenied, match="py:eve is a viewer"):
+    with pytest.raises(marvin.PermissionDenied, match=r"you \(py:eve\) are a viewer"):
         eve.build("dev")
     with pytest.raises(marvin.PermissionDenied):
         eve.lock("dev", "1h", "mine")
@@ -106,7 +106,7 @@ def test_a_build_in_an_environment_locked_by_someone_else_raises_locked(project)
         refused = caught.value
         assert (refused.holder, refused.reason, refused.env) == ("py:alice", "testing the release", "staging")
         assert refused.until_ms == lock.until_ms
-        assert str(refused).startswith("staging is locked by py:alice for another ")
+        assert str(refused).startswith("staging is locked by py:alice: testing the release, until ")
         with pytest.raises(marvin.Locked):
             bob.unlock("staging")
         assert project.status("staging").lock == lock

@@ -484,13 +484,14 @@ class Project:
         """
         return self._native.logs(env, target, tail)
 
-    def lock(self, env: str, duration: Optional[str] = None, reason: str = "") -> Lock:
-        """Lock ``env`` for ``duration`` (``"30m"``, ``"2h"``; None: until unlocked).
+    def lock(self, env: str, duration: Optional[str] = None, reason: str = "", force: bool = False) -> Lock:
+        """Lock ``env`` for ``duration`` (``"30m"``, ``"2h"``; None: the default, 2h).
 
         Others' builds are then refused with :class:`Locked`; the holder may
-        still build. Locking again renews the caller's own lock.
+        still build. Locking again renews the caller's own lock; ``force``
+        lets an admin take over someone else's.
         """
-        return Lock(self._native.lock(env, duration, reason))
+        return Lock(self._native.lock(env, duration, reason, force))
 
     def unlock(self, env: str, force: bool = False) -> Optional[Lock]:
         """Release ``env``'s lock; ``force`` lets an admin release someone else's.

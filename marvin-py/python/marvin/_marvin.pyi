@@ -115,7 +115,9 @@ class Project:
         """The newest jobs, newest first."""
     def logs(self, env: str, target: Optional[str | int] = None, tail: int = 100) -> list[str]:
         """A job's or a service's last log lines."""
-    def lock(self, env: str, duration: Optional[str] = None, reason: str = "") -> dict[str, Any]:
+    def lock(
+        self, env: str, duration: Optional[str] = None, reason: str = "", force: bool = False
+    ) -> dict[str, Any]:
         """Take or renew the environment's lock."""
     def unlock(self, env: str, force: bool = False) -> Optional[dict[str, Any]]:
         """Release the environment's lock."""
