@@ -24,7 +24,7 @@ def main(config: str, env: str, *services: str) -> int:
     project = marvin.Project.load(config)
     try:
         result = project.build(env, services or None, on_event=progress)
-    except marvin.JobFailed as failure:
+    except marvin.MarvinError as failure:  # a failed job, or a refusal (lock, permission)
         print(failure)
         return 1
     print(result.text)

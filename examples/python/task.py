@@ -20,6 +20,9 @@ def main(config: str, env: str, task: str, *args: str) -> int:
     except marvin.TaskFailed as failure:
         print(failure)
         return failure.exit_code if failure.exit_code is not None else 1
+    except marvin.MarvinError as refusal:  # unknown task, lock, permission
+        print(refusal)
+        return 1
     print(result.text)
     return 0
 
