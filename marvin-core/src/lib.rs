@@ -10,6 +10,7 @@
 
 pub mod access;
 pub mod command;
+pub mod commands;
 pub mod compose;
 pub mod config;
 pub mod demo;
