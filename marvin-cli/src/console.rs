@@ -380,17 +380,40 @@ pub async fn demo(dir: &Path, clean: bool) -> anyhow::Result<ExitCode> {
     if second.state != Some(JobState::Succeeded) {
         return Ok(ExitCode::FAILURE);
     }
+    let built: Vec<&str> = second.built.iter().map(|(s, _)| s.as_str()).collect();
     println!(
-        "\nOnly `web` was rebuilt and recreated; the other containers kept running untouched.\n\
-         Where to look next (from {dir}):\n  \
-         marvin status dev          what runs in dev\n  \
-         marvin plan staging        staging would reuse every image dev built\n  \
-         marvin build staging       deploy an isolated copy\n  \
-         marvin run dev hello       a one-off task\n  \
-         marvin history dev         the jobs so far\n  \
-         marvin logs dev web        a container's log\n  \
-         marvin demo --clean        remove everything the demo made in Docker",
+        "\nThe second build rebuilt {} and recreated {}; the {} other containers kept running untouched.",
+        list_or_none(&built),
+        list_or_none(
+            &second
+                .recreated
+                .iter()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+        ),
+        second.unchanged.len()
+    );
+    let me = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "marvin".into());
+    println!(
+        "Where to look next (from {dir}):\n  \
+         {me} status dev          what runs in dev\n  \
+         {me} plan staging        staging would reuse every image dev built\n  \
+         {me} build staging       deploy an isolated copy\n  \
+         {me} run dev hello       a one-off task\n  \
+         {me} history dev         the jobs so far\n  \
+         {me} logs dev web        a container's log\n  \
+         {me} demo --clean        remove everything the demo made in Docker",
         dir = dir.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+fn list_or_none(items: &[&str]) -> String {
+    if items.is_empty() {
+        "nothing".to_string()
+    } else {
+        items.join(", ")
+    }
 }
