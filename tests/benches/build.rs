@@ -334,6 +334,9 @@ impl Bench {
             .map_err(|e| format!("running {}: {e}", self.marvin_bin.display()))?;
         let wall = started.elapsed();
         checked("marvin build dev", &out)?;
+        if verbose() {
+            eprint!("{}", String::from_utf8_lossy(&out.stdout));
+        }
         let (images_built, containers_recreated) = before.diff(&self.snapshot_marvin()?);
         Ok(Measured {
             scenario,
@@ -359,6 +362,9 @@ impl Bench {
                 .output()
                 .map_err(|e| format!("running docker-compose: {e}"))?;
             checked(&format!("docker-compose {}", args.join(" ")), &out)?;
+            if verbose() {
+                eprint!("{}", String::from_utf8_lossy(&out.stderr));
+            }
         }
         let wall = started.elapsed();
         let (images_built, containers_recreated) = before.diff(&self.snapshot_compose()?);
@@ -412,6 +418,11 @@ fn docker_containers(filter: &str) -> Result<BTreeMap<String, String>, Failure> 
         .filter_map(|l| l.split_once(' '))
         .map(|(name, id)| (name.to_string(), id.to_string()))
         .collect())
+}
+
+/// `BENCH_VERBOSE=1`: show each tool's own report of every run.
+fn verbose() -> bool {
+    std::env::var_os("BENCH_VERBOSE").is_some()
 }
 
 fn docker(args: &[&str]) -> Result<String, Failure> {
@@ -520,13 +531,15 @@ fn compose_file(shape: &Shape) -> String {
 const HEALTHCHECK: &str = "    healthcheck:\n      test: [\"CMD\", \"wget\", \"-qO-\", \"http://127.0.0.1:8080/\"]\n      interval: 1s\n      timeout: 2s\n      retries: 20\n";
 
 /// A small web service: a page and a build argument, served by busybox httpd.
+/// It stops on SIGTERM as a real service does (httpd as PID 1 would ignore
+/// it, and every recreate by either tool would wait out the 10 s stop timeout).
 fn service_files(service: &str, base: &str) -> Vec<(String, String)> {
     vec![
         (
             format!("{service}/Dockerfile"),
             format!(
                 "FROM {base}\nARG VERSION=1\nCOPY . /www\nRUN echo \"{service} v$VERSION\" > /www/version.txt\n\
-                 CMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"
+                 CMD [\"sh\", \"-c\", \"trap 'exit 0' TERM; httpd -f -p 8080 -h /www & wait\"]\n"
             ),
         ),
         (
