@@ -159,10 +159,12 @@ fn run(shape: &Shape) -> Result<(), Failure> {
         eprintln!("one-service-change round {} ({service})", round + 1);
         // Each tool builds content nobody built before: the engine's layer
         // cache, shared by both, must not hand the second one a free build.
-        bench.change(shape, service, &format!("round {round}, for marvin"))?;
+        // Each tool also sees exactly one service changed since its last
+        // build: Marvin's changes are pushed to the remotes it fetches,
+        // docker-compose's are committed in its checkout only.
+        bench.change_remote(shape, service, &format!("round {round}, for marvin"))?;
         results.push(bench.measure_marvin("one service changed")?);
-        bench.change(shape, service, &format!("round {round}, for docker-compose"))?;
-        bench.pull(shape, service)?;
+        bench.change_checkout(shape, service, &format!("round {round}, for docker-compose"))?;
         results.push(bench.measure_compose("one service changed", &[&["up", "-d", "--build"]])?);
     }
 
@@ -294,33 +296,27 @@ impl Bench {
         )
     }
 
-    /// Commit and push a change to one file of `service`'s context.
-    fn change(&self, shape: &Shape, service: &str, text: &str) -> Result<(), Failure> {
+    /// Commit and push a change to one file of `service`'s context, as a developer would.
+    fn change_remote(&self, shape: &Shape, service: &str, text: &str) -> Result<(), Failure> {
         let repo = if shape.is_frontend(service) {
             "frontend"
         } else {
             "backend"
         };
         let work = self.path().join("work").join(repo);
-        std::fs::write(
-            work.join(service).join("index.html"),
-            format!("<h1>{service}</h1>\n<p>{text}</p>\n"),
-        )
-        .map_err(|e| format!("changing {service}: {e}"))?;
-        git(&work, &["commit", "-q", "-am", &format!("{service}: {text}")])?;
+        commit_change(&work, service, text)?;
         git(&work, &["push", "-q", "origin", "main"])?;
         Ok(())
     }
 
-    /// Bring docker-compose's checkout of the repo holding `service` up to date (not timed).
-    fn pull(&self, shape: &Shape, service: &str) -> Result<(), Failure> {
+    /// Commit a change to one file of `service`'s context in docker-compose's checkout (not timed).
+    fn change_checkout(&self, shape: &Shape, service: &str, text: &str) -> Result<(), Failure> {
         let dir = if shape.is_frontend(service) {
             self.checkout().join("fe")
         } else {
             self.checkout()
         };
-        git(&dir, &["pull", "-q", "--ff-only"])?;
-        Ok(())
+        commit_change(&dir, service, text)
     }
 
     fn measure_marvin(&self, scenario: &'static str) -> Result<Measured, Failure> {
@@ -555,6 +551,17 @@ fn service_files(service: &str, base: &str) -> Vec<(String, String)> {
             format!("The {service} service; not sent to the engine.\n"),
         ),
     ]
+}
+
+/// Rewrite `service`'s page in the git work tree `dir` and commit it.
+fn commit_change(dir: &Path, service: &str, text: &str) -> Result<(), Failure> {
+    std::fs::write(
+        dir.join(service).join("index.html"),
+        format!("<h1>{service}</h1>\n<p>{text}</p>\n"),
+    )
+    .map_err(|e| format!("changing {service}: {e}"))?;
+    git(dir, &["commit", "-q", "-am", &format!("{service}: {text}")])?;
+    Ok(())
 }
 
 fn git(dir: &Path, args: &[&str]) -> Result<String, Failure> {
