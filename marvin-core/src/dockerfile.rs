@@ -105,6 +105,45 @@ pub fn rewrite_from(
     out
 }
 
+/// The Dockerfile with `labels` set by one `LABEL` instruction at its end.
+/// The classic builder turns the build API's `labels` option into one
+/// `LABEL` step per label, each a container created and committed: four
+/// labels cost seconds per build. `None` when appending is not safe: a value
+/// `LABEL` would expand or unquote, or a last line that continues.
+/// The end is the last stage's end: not for builds with a `target`.
+pub fn with_labels(text: &str, labels: &BTreeMap<String, String>) -> Option<String> {
+    let plain = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-,=:/@+".contains(c))
+    };
+    if labels.is_empty()
+        || !labels
+            .iter()
+            .all(|(k, v)| plain(k) && (v.is_empty() || plain(v)))
+    {
+        return None;
+    }
+    let last = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    if last.trim_end().ends_with('\\') || last.trim_end().ends_with('`') {
+        return None;
+    }
+    let mut out = text.to_string();
+    if !out.is_empty() && !out.ends_with('\n') {
+        out.push('\n');
+    }
+    out.push_str("LABEL");
+    for (key, value) in labels {
+        out.push_str(&format!(" \"{key}\"=\"{value}\""));
+    }
+    out.push('\n');
+    Some(out)
+}
+
 /// The instructions of a Dockerfile with continuations joined and comments
 /// dropped, each with the index of its first line.
 fn instructions(text: &str) -> Vec<(usize, String)> {
@@ -219,5 +258,31 @@ mod tests {
             "FROM marvin/cm-base:abc AS run\nRUN x\nFROM marvin/cm-other:def\n"
         );
         assert_eq!(rewrite_from("FROM x\n", &BTreeMap::new(), &map), "FROM x\n");
+    }
+
+    #[test]
+    fn labels_become_one_instruction_at_the_end() {
+        let labels = BTreeMap::from([
+            ("io.marvin.service".to_string(), "web".to_string()),
+            (
+                "io.marvin.commits".to_string(),
+                "be=0a1b,fe=2c3d".to_string(),
+            ),
+        ]);
+        assert_eq!(
+            with_labels("FROM base\nCOPY . /www", &labels).as_deref(),
+            Some(
+                "FROM base\nCOPY . /www\nLABEL \"io.marvin.commits\"=\"be=0a1b,fe=2c3d\" \"io.marvin.service\"=\"web\"\n"
+            )
+        );
+    }
+
+    #[test]
+    fn labels_that_label_would_expand_or_a_trailing_continuation_are_refused() {
+        let label = |v: &str| BTreeMap::from([("k".to_string(), v.to_string())]);
+        assert_eq!(with_labels("FROM base\n", &label("$HOME")), None);
+        assert_eq!(with_labels("FROM base\n", &label("a \"b\"")), None);
+        assert_eq!(with_labels("FROM base\nRUN x \\\n", &label("v")), None);
+        assert_eq!(with_labels("FROM base\n", &BTreeMap::new()), None);
     }
 }

@@ -960,6 +960,27 @@ impl Runtime {
             .collect();
         let original = String::from_utf8_lossy(&text).into_owned();
         let rewritten = dockerfile::rewrite_from(&original, &build.args, &replace);
+        let commits: Vec<String> = resolved
+            .commits
+            .iter()
+            .map(|c| format!("{}={}", c.repo, c.id))
+            .collect();
+        let labels = BTreeMap::from([
+            (LABEL_PROJECT.to_string(), plan.project.clone()),
+            (LABEL_SERVICE.to_string(), spec.service.clone()),
+            (LABEL_BUILD_KEY.to_string(), spec.key.0.clone()),
+            (LABEL_COMMITS.to_string(), commits.join(",")),
+        ]);
+        // Labels as one LABEL line, not the API option: one layer instead of four.
+        let (rewritten, labels) = match build
+            .target
+            .is_none()
+            .then(|| dockerfile::with_labels(&rewritten, &labels))
+            .flatten()
+        {
+            Some(text) => (text, BTreeMap::new()),
+            None => (rewritten, labels),
+        };
         let in_context = !spec.inputs.dockerfile_path.starts_with(".marvin.");
         let extra = if rewritten != original || !in_context {
             vec![(spec.inputs.dockerfile_path.clone(), rewritten.into_bytes())]
@@ -972,17 +993,6 @@ impl Runtime {
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
-        let commits: Vec<String> = resolved
-            .commits
-            .iter()
-            .map(|c| format!("{}={}", c.repo, c.id))
-            .collect();
-        let labels = BTreeMap::from([
-            (LABEL_PROJECT.to_string(), plan.project.clone()),
-            (LABEL_SERVICE.to_string(), spec.service.clone()),
-            (LABEL_BUILD_KEY.to_string(), spec.key.0.clone()),
-            (LABEL_COMMITS.to_string(), commits.join(",")),
-        ]);
         let request = BuildRequest {
             tag: spec.tag.clone(),
             dockerfile: spec.inputs.dockerfile_path.clone(),
