@@ -74,11 +74,7 @@ impl Shape {
     }
 
     fn services(&self) -> Vec<&'static str> {
-        self.backend
-            .iter()
-            .chain(&self.frontend)
-            .copied()
-            .collect()
+        self.backend.iter().chain(&self.frontend).copied().collect()
     }
 
     fn is_frontend(&self, service: &str) -> bool {
@@ -164,7 +160,11 @@ fn run(shape: &Shape) -> Result<(), Failure> {
         // docker-compose's are committed in its checkout only.
         bench.change_remote(shape, service, &format!("round {round}, for marvin"))?;
         results.push(bench.measure_marvin("one service changed")?);
-        bench.change_checkout(shape, service, &format!("round {round}, for docker-compose"))?;
+        bench.change_checkout(
+            shape,
+            service,
+            &format!("round {round}, for docker-compose"),
+        )?;
         results.push(bench.measure_compose("one service changed", &[&["up", "-d", "--build"]])?);
     }
 
@@ -542,10 +542,7 @@ fn service_files(service: &str, base: &str) -> Vec<(String, String)> {
             format!("{service}/index.html"),
             format!("<h1>{service}</h1>\n"),
         ),
-        (
-            format!("{service}/.dockerignore"),
-            "*.md\n".to_string(),
-        ),
+        (format!("{service}/.dockerignore"), "*.md\n".to_string()),
         (
             format!("{service}/README.md"),
             format!("The {service} service; not sent to the engine.\n"),
@@ -592,7 +589,10 @@ fn make_repo(root: &Path, name: &str, files: &[(String, String)]) -> Result<(), 
     git(root, &["init", "-q", "--bare", "-b", "main", &bare_path])?;
     git(&work, &["init", "-q", "-b", "main"])?;
     git(&work, &["add", "-A"])?;
-    git(&work, &["commit", "-q", "-m", &format!("{name}: first version")])?;
+    git(
+        &work,
+        &["commit", "-q", "-m", &format!("{name}: first version")],
+    )?;
     git(&work, &["remote", "add", "origin", &bare_path])?;
     git(&work, &["push", "-q", "origin", "main"])?;
     Ok(())
@@ -671,8 +671,7 @@ fn check_counts(results: &[Measured], shape: &Shape) -> Result<(), Failure> {
             "no change" => Some((0, 0)),
             _ => Some((1, 1)),
         };
-        if m.tool == "marvin" && Some((m.images_built, m.containers_recreated)) != expected_marvin
-        {
+        if m.tool == "marvin" && Some((m.images_built, m.containers_recreated)) != expected_marvin {
             return Err(format!(
                 "marvin, {}: built {} image(s) and recreated {} container(s), expected {:?}",
                 m.scenario, m.images_built, m.containers_recreated, expected_marvin

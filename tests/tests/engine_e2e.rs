@@ -248,6 +248,7 @@ async fn failing_before_deploy_hook_changes_no_container_and_tasks_report_exit_c
         "hook",
         Options {
             dev_before_deploy: vec!["gate"],
+            ..Options::default()
         },
     )
     .await;
@@ -863,4 +864,68 @@ async fn console_jobs_queue_behind_and_cancel_jobs_of_another_process() {
         .await
         .expect("the job stops within seconds of the request");
     assert_eq!(cancelled.state, Some(JobState::Cancelled));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_failure_hooks_run_when_a_job_fails_and_named_volumes_are_per_environment() {
+    let fx = Fixture::new(
+        "hooks-volumes",
+        Options {
+            dev_on_failure: vec!["notify"],
+            ..Options::default()
+        },
+    )
+    .await;
+    let rt = fx.runtime();
+    assert_succeeded(&rt, &job(&rt, build("dev")).await);
+    assert_succeeded(&rt, &job(&rt, build("staging")).await);
+
+    // Each environment has its own `data` volume: a file written in dev's is not in staging's.
+    assert_succeeded(&rt, &job(&rt, run("dev", "mark-data", &[])).await);
+    assert_succeeded(&rt, &job(&rt, run("dev", "check-data", &[])).await);
+    let staging = job(&rt, run("staging", "check-data", &[])).await;
+    assert_eq!(staging.exit_code, Some(1), "{}", log_text(&rt, staging.job));
+    let project = fx.marvin().project.name.clone();
+    let volumes = std::process::Command::new("docker")
+        .args([
+            "volume",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("label=io.marvin.project={project}"),
+        ])
+        .output()
+        .expect("docker volume ls");
+    let mut names: Vec<String> = String::from_utf8_lossy(&volumes.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        vec![
+            format!("{project}-dev-data"),
+            format!("{project}-staging-data")
+        ]
+    );
+
+    // A failing job runs the environment's on_failure hook, after the failure.
+    fx.commit(
+        "backend",
+        &[("api/healthy", None)],
+        "api: drop the health page",
+    );
+    let broken = job(&rt, build("dev")).await;
+    assert_eq!(broken.state, Some(JobState::Failed));
+    let log = log_text(&rt, broken.job);
+    assert!(
+        log.contains("on-failure hook ran"),
+        "on_failure output in the job log:\n{log}"
+    );
+    assert!(
+        log.find("== on_failure").unwrap_or(0) > log.find("== deploy").unwrap_or(usize::MAX),
+        "on_failure runs after the failing deploy:\n{log}"
+    );
+    // staging has no on_failure hook and is untouched by dev's failure.
+    assert_eq!(fx.ids("staging").await.len(), common_e2e::SERVICES.len());
 }

@@ -127,11 +127,18 @@ fn frontend_files() -> Vec<(&'static str, String)> {
 pub struct Options {
     /// Tasks run before `dev` deploys (hook names from the tasks below).
     pub dev_before_deploy: Vec<&'static str>,
+    /// Tasks run when a `dev` job fails.
+    pub dev_on_failure: Vec<&'static str>,
 }
 
 fn marvin_yml(project: &str, root: &Path, options: &Options) -> String {
     let before: Vec<String> = options
         .dev_before_deploy
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+    let on_failure: Vec<String> = options
+        .dev_on_failure
         .iter()
         .map(|t| t.to_string())
         .collect();
@@ -150,7 +157,7 @@ repos:
 environments:
   dev:
     branch: main
-    hooks: {{ before_deploy: [{before}] }}
+    hooks: {{ before_deploy: [{before}], on_failure: [{on_failure}] }}
   staging:
     branch: main
 
@@ -173,6 +180,15 @@ tasks:
   nap:
     image: {base}
     command: ["sleep"]
+  notify:
+    image: {base}
+    command: ["echo", "on-failure hook ran"]
+  mark-data:
+    service: db
+    command: ["touch", "/data/marked"]
+  check-data:
+    service: db
+    command: ["test", "-f", "/data/marked"]
 
 settings:
   health_timeout: 60s
@@ -180,6 +196,7 @@ settings:
         backend = root.join("repos/backend.git").display(),
         frontend = root.join("repos/frontend.git").display(),
         before = before.join(", "),
+        on_failure = on_failure.join(", "),
         base = base_image(),
     )
 }
