@@ -15,6 +15,8 @@
 //! `--bench` (`cargo test --benches`) it runs a smoke version (4 services, one
 //! round, the debug binary) that checks the counts, not the times.
 //! Everything it creates is removed at the end, also on failure.
+//! `BENCH_VERBOSE=1` shows each tool's own report; `BENCH_KEEP_STATE=FILE`
+//! keeps a copy of Marvin's state database (events and logs carry times).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -168,6 +170,11 @@ fn run(shape: &Shape) -> Result<(), Failure> {
         results.push(bench.measure_compose("one service changed", &[&["up", "-d", "--build"]])?);
     }
 
+    if let Some(to) = std::env::var_os("BENCH_KEEP_STATE") {
+        // Marvin's state (jobs, events and logs with times) for profiling.
+        std::fs::copy(bench.path().join(".marvin/marvin.db"), &to)
+            .map_err(|e| format!("copying Marvin's state: {e}"))?;
+    }
     print!("{}", table(&results));
     if shape.smoke {
         check_counts(&results, shape)?;
