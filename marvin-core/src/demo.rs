@@ -9,6 +9,12 @@ use std::process::Command;
 /// The base image every demo Dockerfile builds `FROM`.
 pub const DEMO_BASE_IMAGE: &str = "marvin-demo/busybox:1";
 
+/// A service's main process is PID 1, which ignores SIGTERM unless it
+/// handles it: without the trap every recreate would wait out the stop timeout.
+const SERVE: &str = "trap 'exit 0' TERM; httpd -f -p 8080 -h /www & wait";
+/// The same for a service that only idles.
+const IDLE: &str = "trap 'exit 0' TERM; sleep 2147483647 & wait";
+
 /// The demo project's name (prefixes its containers, networks and images).
 pub const DEMO_PROJECT: &str = "marvin-demo";
 
@@ -71,13 +77,13 @@ fn backend_files() -> Vec<(&'static str, String)> {
         (
             "db/Dockerfile",
             format!(
-                "{from}CMD [\"sh\", \"-c\", \"mkdir -p /data && touch /data/ready && exec sleep 2147483647\"]\n"
+                "{from}CMD [\"sh\", \"-c\", \"mkdir -p /data && touch /data/ready && {IDLE}\"]\n"
             ),
         ),
         (
             "api/Dockerfile",
             format!(
-                "{from}ARG API_VERSION\nCOPY index.html /www/index.html\nRUN echo \"api v$API_VERSION\" >> /www/index.html\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"
+                "{from}ARG API_VERSION\nCOPY index.html /www/index.html\nRUN echo \"api v$API_VERSION\" >> /www/index.html\nCMD [\"sh\", \"-c\", \"{SERVE}\"]\n"
             ),
         ),
         ("api/index.html", "hello from the api\n".to_string()),
@@ -87,7 +93,7 @@ fn backend_files() -> Vec<(&'static str, String)> {
         ),
         (
             "worker/work.sh",
-            "while true; do wget -qO- http://api:8080/ >/dev/null 2>&1; sleep 5; done\n"
+            "trap 'exit 0' TERM\nwhile true; do wget -qO- http://api:8080/ >/dev/null 2>&1; sleep 5 & wait $!; done\n"
                 .to_string(),
         ),
         ("envs/common.env", "LOG_LEVEL=info\n".to_string()),
@@ -100,9 +106,7 @@ fn frontend_files() -> Vec<(&'static str, String)> {
         ("README.md", "The demo's frontend repo.\n".to_string()),
         (
             "web/Dockerfile",
-            format!(
-                "{from}COPY public /www\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"
-            ),
+            format!("{from}COPY public /www\nCMD [\"sh\", \"-c\", \"{SERVE}\"]\n"),
         ),
         (
             "web/public/index.html",
@@ -112,9 +116,7 @@ fn frontend_files() -> Vec<(&'static str, String)> {
         ("web/NOTES.md", "not sent to the engine\n".to_string()),
         (
             "docs/Dockerfile",
-            format!(
-                "{from}COPY . /www\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n"
-            ),
+            format!("{from}COPY . /www\nCMD [\"sh\", \"-c\", \"{SERVE}\"]\n"),
         ),
         ("docs/index.html", "<p>docs</p>\n".to_string()),
     ]
