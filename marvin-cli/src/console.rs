@@ -7,9 +7,10 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
+use marvin_core::commands;
 use marvin_core::demo;
-use marvin_core::engine::{DockerEngine, Engine, LABEL_ENV, LABEL_PROJECT, ensure_busybox_image};
+use marvin_core::engine::{DockerEngine, Engine, LABEL_PROJECT, ensure_busybox_image};
 use marvin_core::marvin::Marvin;
 use marvin_core::report;
 use marvin_core::runtime::{
@@ -47,6 +48,15 @@ fn open_runtime(marvin: Marvin) -> anyhow::Result<Runtime> {
 
 /// Run one job with a live status line; print its summary. Exit code 0 on success.
 pub async fn run_job(marvin: Marvin, spec: JobSpec, json: bool) -> anyhow::Result<ExitCode> {
+    let store = Store::open_in(&marvin.data_dir)?;
+    commands::check_job(
+        &marvin,
+        &store,
+        &identity(),
+        &spec.env,
+        &spec.kind,
+        SystemClock.now_ms(),
+    )?;
     let runtime = open_runtime(marvin)?;
     let summary = run_with_progress(&runtime, spec, !json).await?;
     if json {
@@ -137,47 +147,31 @@ pub async fn run_with_progress(
 
 /// `marvin status ENV`: containers, lock, last job.
 pub async fn status(marvin: Marvin, env: &str, json: bool) -> anyhow::Result<ExitCode> {
-    let environment = marvin.project.environment(env)?.clone();
-    let engine = engine_of(&marvin)?;
-    let labels = BTreeMap::from([
-        (LABEL_PROJECT.to_string(), marvin.project.name.clone()),
-        (LABEL_ENV.to_string(), environment.name.clone()),
-    ]);
-    let containers = engine.list_containers(&labels).await?;
     let store = Store::open_in(&marvin.data_dir)?;
     let now = SystemClock.now_ms();
-    let lock = store.current_lock(&marvin.project.name, &environment.name, now)?;
-    let last = store
-        .jobs(&marvin.project.name, Some(&environment.name), 1)?
-        .pop();
+    let status = commands::status(&marvin, &store, env, now).await?;
     if json {
-        let value = serde_json::json!({
-            "environment": environment.name,
-            "containers": containers,
-            "lock": lock,
-            "last_job": last,
-        });
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        println!("{}", serde_json::to_string_pretty(&status)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{} ({})", environment.name, marvin.project.name);
-    if let Some(l) = &lock {
-        println!("  locked by {} — {}", l.holder, l.reason);
+    println!("{} ({})", status.environment, marvin.project.name);
+    if let Some(l) = &status.lock {
+        println!("  {}", marvin_core::locks::describe(l, now));
     }
-    if containers.is_empty() {
+    if status.containers.is_empty() {
         println!(
             "  nothing deployed yet; run `marvin build {}`",
-            environment.name
+            status.environment
         );
     }
-    for c in &containers {
+    for c in &status.containers {
         let health = c
             .health
             .map(|h| format!(" ({h:?})").to_lowercase())
             .unwrap_or_default();
         println!("  {:<20} {:?}{health}  {}", c.service, c.state, c.image);
     }
-    if let Some(j) = last {
+    if let Some(j) = status.last_job {
         let when = j.finished_ms.or(j.started_ms).unwrap_or(j.created_ms);
         println!(
             "  last job: #{} {} {} — {} ({}s ago)",
@@ -199,45 +193,9 @@ pub async fn logs(
     tail: usize,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let environment = marvin.project.environment(env)?.clone();
     let store = Store::open_in(&marvin.data_dir)?;
-    let job_id = match &target {
-        Some(t) => t.trim_start_matches('#').parse::<i64>().ok(),
-        None => store
-            .jobs(&marvin.project.name, Some(&environment.name), 1)?
-            .first()
-            .map(|j| j.id),
-    };
-    let lines: Vec<String> = if let Some(id) = job_id {
-        let job = store
-            .job(id)?
-            .with_context(|| format!("there is no job #{id}"))?;
-        if job.env != environment.name {
-            bail!("job #{id} ran in {}, not {}", job.env, environment.name);
-        }
-        store
-            .logs(id, Some(tail))?
-            .into_iter()
-            .map(|l| format!("[{}] {}", l.stream, l.line))
-            .collect()
-    } else if let Some(service) = target {
-        let engine = engine_of(&marvin)?;
-        let name =
-            marvin_core::desired::container_name(&marvin.project.name, &environment.name, &service);
-        let c = engine.inspect_container(&name).await?.with_context(|| {
-            format!(
-                "service `{service}` has no container in {}; see `marvin status {}`",
-                environment.name, environment.name
-            )
-        })?;
-        engine.logs(&c.id, tail).await?
-    } else {
-        bail!(
-            "{} has no jobs yet; run `marvin build {}`",
-            environment.name,
-            environment.name
-        );
-    };
+    let target = target.as_deref().map(commands::log_target);
+    let lines = commands::logs(&marvin, &store, env, target.as_ref(), tail).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&lines)?);
     } else {
@@ -250,15 +208,14 @@ pub async fn logs(
 
 /// `marvin history ENV [N]`.
 pub fn history(marvin: Marvin, env: &str, n: usize, json: bool) -> anyhow::Result<ExitCode> {
-    let environment = marvin.project.environment(env)?.clone();
     let store = Store::open_in(&marvin.data_dir)?;
-    let jobs = store.jobs(&marvin.project.name, Some(&environment.name), n)?;
+    let jobs = commands::history(&marvin, &store, env, n)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&jobs)?);
         return Ok(ExitCode::SUCCESS);
     }
     if jobs.is_empty() {
-        println!("{} has no jobs yet", environment.name);
+        println!("{env} has no jobs yet");
     }
     for j in jobs {
         let took = match (j.started_ms, j.finished_ms) {
@@ -276,6 +233,66 @@ pub fn history(marvin: Marvin, env: &str, n: usize, json: bool) -> anyhow::Resul
             j.verb,
             j.args.join(" ")
         );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `marvin lock ENV [DURATION] [REASON]`.
+pub fn lock(
+    marvin: Marvin,
+    env: &str,
+    duration: Option<String>,
+    reason: &str,
+    force: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let store = Store::open_in(&marvin.data_dir)?;
+    // As in chat: a first word starting with a digit is the duration, anything else starts the reason.
+    let (duration, reason) = match duration {
+        Some(d) if d.starts_with(|c: char| c.is_ascii_digit()) => (
+            Some(marvin_core::duration::parse(&d).map_err(anyhow::Error::msg)?),
+            reason.to_string(),
+        ),
+        Some(word) => (None, format!("{word} {reason}").trim().to_string()),
+        None => (None, reason.to_string()),
+    };
+    let reason = reason.as_str();
+    let now = SystemClock.now_ms();
+    let lock = commands::lock(
+        &marvin,
+        &store,
+        &identity(),
+        env,
+        duration,
+        reason,
+        force,
+        now,
+    )?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&lock)?);
+    } else {
+        println!("{}", marvin_core::locks::describe(&lock, now));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `marvin unlock ENV`.
+pub fn unlock(marvin: Marvin, env: &str, force: bool, json: bool) -> anyhow::Result<ExitCode> {
+    let store = Store::open_in(&marvin.data_dir)?;
+    let released = commands::unlock(
+        &marvin,
+        &store,
+        &identity(),
+        env,
+        force,
+        SystemClock.now_ms(),
+    )?;
+    if json {
+        println!("{}", serde_json::json!({ "released": released }));
+    } else if let Some(l) = released {
+        println!("unlocked (was held by {})", l.holder);
+    } else {
+        println!("{env} was not locked");
     }
     Ok(ExitCode::SUCCESS)
 }

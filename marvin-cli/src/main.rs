@@ -128,6 +128,33 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Reserve an environment: others cannot build or deploy it until it expires or you unlock it.
+    Lock {
+        /// Environment name or alias.
+        env: String,
+        /// How long (`30m`, `2h`, `1d`; default 2h).
+        duration: Option<String>,
+        /// Why, shown to whoever is refused.
+        #[arg(trailing_var_arg = true)]
+        reason: Vec<String>,
+        /// Take over someone else's lock (admins).
+        #[arg(long)]
+        force: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Release your lock on an environment.
+    Unlock {
+        /// Environment name or alias.
+        env: String,
+        /// Release someone else's lock (admins).
+        #[arg(long)]
+        force: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Stop a running or queued job (default: the environment's running job).
     Cancel {
         /// Environment name or alias.
@@ -141,6 +168,13 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // `marvin history dev | head` must end quietly when the reader goes away,
+    // as other command-line tools do, not panic on a broken pipe.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of one signal at start-up, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
@@ -243,5 +277,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => console::logs(marvin, &env, target, tail, json).await,
         Command::History { env, n, json } => console::history(marvin, &env, n, json),
         Command::Cancel { env, job: j, json } => console::cancel(marvin, &env, j, json),
+        Command::Lock {
+            env,
+            duration,
+            reason,
+            force,
+            json,
+        } => console::lock(marvin, &env, duration, &reason.join(" "), force, json),
+        Command::Unlock { env, force, json } => console::unlock(marvin, &env, force, json),
     }
 }
