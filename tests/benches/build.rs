@@ -17,6 +17,9 @@
 //! Everything it creates is removed at the end, also on failure.
 //! `BENCH_VERBOSE=1` shows each tool's own report; `BENCH_KEEP_STATE=FILE`
 //! keeps a copy of Marvin's state database (events and logs carry times).
+//! `BENCH_CONTEXT_FILES=N` adds N small source files (1 KiB each, in nested
+//! directories, committed in the repos) to every service's build context, the
+//! size of a real service's sources (issue #2: ~20,000 files per repo, N=1000).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -54,6 +57,8 @@ struct Shape {
     frontend: Vec<&'static str>,
     rounds: usize,
     smoke: bool,
+    /// Extra source files in each service's context (`BENCH_CONTEXT_FILES`).
+    context_files: usize,
 }
 
 impl Shape {
@@ -63,6 +68,7 @@ impl Shape {
             frontend: FRONTEND.to_vec(),
             rounds: 5,
             smoke: false,
+            context_files: 0,
         }
     }
 
@@ -72,6 +78,7 @@ impl Shape {
             frontend: vec!["web"],
             rounds: 1,
             smoke: true,
+            context_files: 0,
         }
     }
 
@@ -97,7 +104,14 @@ type Failure = String;
 
 fn main() {
     let full = std::env::args().any(|a| a == "--bench");
-    let shape = if full { Shape::full() } else { Shape::smoke() };
+    let mut shape = if full { Shape::full() } else { Shape::smoke() };
+    match context_files() {
+        Ok(n) => shape.context_files = n,
+        Err(e) => {
+            eprintln!("bench-build failed: {e}");
+            std::process::exit(1);
+        }
+    }
     if let Err(e) = run(&shape) {
         eprintln!("bench-build failed: {e}");
         std::process::exit(1);
@@ -135,8 +149,9 @@ fn run(shape: &Shape) -> Result<(), Failure> {
         .map_err(|e| format!("base image: {e}"))?;
     bench.create_project(shape, &base)?;
     println!(
-        "bench-build: {} services in 2 repos, {} round(s) per scenario, marvin = {}",
+        "bench-build: {} services in 2 repos, {} extra file(s) per context, {} round(s) per scenario, marvin = {}",
         shape.services().len(),
+        shape.context_files,
         shape.rounds,
         bench.marvin_bin.display()
     );
@@ -259,10 +274,12 @@ impl Bench {
         let mut backend = vec![("docker-compose.yml".to_string(), compose_file(shape))];
         for s in &shape.backend {
             backend.extend(service_files(s, base));
+            backend.extend(source_files(s, shape.context_files));
         }
         let mut frontend = Vec::new();
         for s in &shape.frontend {
             frontend.extend(service_files(s, base));
+            frontend.extend(source_files(s, shape.context_files));
         }
         make_repo(root, "backend", &backend)?;
         make_repo(root, "frontend", &frontend)?;
@@ -423,6 +440,18 @@ fn docker_containers(filter: &str) -> Result<BTreeMap<String, String>, Failure> 
         .collect())
 }
 
+/// `BENCH_CONTEXT_FILES=N`: extra source files per service context (0 when unset).
+fn context_files() -> Result<usize, Failure> {
+    match std::env::var("BENCH_CONTEXT_FILES") {
+        Err(std::env::VarError::NotPresent) => Ok(0),
+        Ok(text) => text
+            .trim()
+            .parse()
+            .map_err(|_| format!("BENCH_CONTEXT_FILES={text:?} is not a number of files")),
+        Err(e) => Err(format!("BENCH_CONTEXT_FILES: {e}")),
+    }
+}
+
 /// `BENCH_VERBOSE=1`: show each tool's own report of every run.
 fn verbose() -> bool {
     std::env::var_os("BENCH_VERBOSE").is_some()
@@ -555,6 +584,29 @@ fn service_files(service: &str, base: &str) -> Vec<(String, String)> {
             format!("The {service} service; not sent to the engine.\n"),
         ),
     ]
+}
+
+/// `count` source files of about 1 KiB for `service`, ten per directory,
+/// nested as a Java or Node service's sources are (`src/mNN/pN/FileNNNN.java`).
+/// Each file's content is distinct, so the engine cannot share it between services.
+fn source_files(service: &str, count: usize) -> Vec<(String, String)> {
+    (0..count)
+        .map(|i| {
+            let path = format!(
+                "{service}/src/m{:02}/p{}/File{i:04}.java",
+                i / 100,
+                (i / 10) % 10
+            );
+            let mut text = format!("// {service} source file {i}\nclass File{i} {{\n");
+            let mut line = 0;
+            while text.len() < 1000 {
+                text.push_str(&format!("    int field{line} = {};\n", i * 31 + line));
+                line += 1;
+            }
+            text.push_str("}\n");
+            (path, text)
+        })
+        .collect()
 }
 
 /// Rewrite `service`'s page in the git work tree `dir` and commit it.
