@@ -169,12 +169,21 @@ enum Command {
 
 fn main() -> ExitCode {
     // `marvin history dev | head` must end quietly when the reader goes away,
-    // as other command-line tools do, not panic on a broken pipe.
-    #[cfg(unix)]
-    // SAFETY: restoring the default disposition of one signal at start-up, before any thread exists.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+    // not panic. (SIGPIPE stays ignored, as Rust sets it: git transports
+    // write to child processes and must see EPIPE as an error, not die.)
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default_hook(info);
+    }));
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
