@@ -184,7 +184,9 @@ def test_another_python_thread_keeps_running_while_build_blocks(project):
     thread.start()
     try:
         started = time.monotonic()
-        result = project.build("staging")
+        # Forced, so the build takes seconds whatever ran before (a no-change
+        # build can finish in 50 ms, too short to tell a blocked thread).
+        result = project.build("staging", force=True)
         ended = time.monotonic()
     finally:
         stop.set()
