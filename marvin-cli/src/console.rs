@@ -333,8 +333,8 @@ pub fn cancel(marvin: Marvin, env: &str, job: Option<i64>, json: bool) -> anyhow
 pub async fn demo(dir: &Path, clean: bool) -> anyhow::Result<ExitCode> {
     let engine = DockerEngine::connect()?;
     engine.ping().await?;
+    let labels = BTreeMap::from([(LABEL_PROJECT.to_string(), demo::DEMO_PROJECT.to_string())]);
     if clean {
-        let labels = BTreeMap::from([(LABEL_PROJECT.to_string(), demo::DEMO_PROJECT.to_string())]);
         engine.remove_labelled(&labels).await?;
         let _ = engine.remove_image(demo::DEMO_BASE_IMAGE).await;
         println!("removed the demo's containers, networks, volumes and images");
@@ -349,8 +349,7 @@ pub async fn demo(dir: &Path, clean: bool) -> anyhow::Result<ExitCode> {
     println!(
         "Marvin demo: a project with two git repos and five services, on the local Docker engine."
     );
-    let base_labels = BTreeMap::from([(LABEL_PROJECT.to_string(), demo::DEMO_PROJECT.to_string())]);
-    ensure_busybox_image(&engine, demo::DEMO_BASE_IMAGE, &base_labels).await?;
+    ensure_busybox_image(&engine, demo::DEMO_BASE_IMAGE, &labels).await?;
     let config = demo::create(dir)?;
     println!(
         "created {} (repos in {}/repos)\n",
@@ -360,43 +359,15 @@ pub async fn demo(dir: &Path, clean: bool) -> anyhow::Result<ExitCode> {
 
     let marvin = Marvin::load(&config, None)?.with_engine(Arc::new(engine));
     let runtime = open_runtime(marvin)?;
-    println!("$ marvin build dev");
-    let first = run_with_progress(
-        &runtime,
-        JobSpec {
-            env: "dev".into(),
-            kind: JobKind::Build {
-                services: vec![],
-                force: false,
-            },
-        },
-        true,
-    )
-    .await?;
-    print!("{}", report::summary_text(&first));
-    if first.state != Some(JobState::Succeeded) {
+    let Some(_first) = demo_build(&runtime).await? else {
         return Ok(ExitCode::FAILURE);
-    }
+    };
 
     let subject = demo::change_web(dir, "a change to one service")?;
     println!("\nA developer pushes one change to the frontend repo: \"{subject}\"");
-    println!("$ marvin build dev");
-    let second = run_with_progress(
-        &runtime,
-        JobSpec {
-            env: "dev".into(),
-            kind: JobKind::Build {
-                services: vec![],
-                force: false,
-            },
-        },
-        true,
-    )
-    .await?;
-    print!("{}", report::summary_text(&second));
-    if second.state != Some(JobState::Succeeded) {
+    let Some(second) = demo_build(&runtime).await? else {
         return Ok(ExitCode::FAILURE);
-    }
+    };
     let built: Vec<&str> = second.built.iter().map(|(s, _)| s.as_str()).collect();
     println!(
         "\nThe second build rebuilt {} and recreated {}; the {} other containers kept running untouched.",
@@ -433,4 +404,19 @@ fn list_or_none(items: &[&str]) -> String {
     } else {
         items.join(", ")
     }
+}
+
+/// One `build dev` of the demo, shown as the console shows any job; `None` when it failed.
+async fn demo_build(runtime: &Runtime) -> anyhow::Result<Option<JobSummary>> {
+    println!("$ marvin build dev");
+    let spec = JobSpec {
+        env: "dev".into(),
+        kind: JobKind::Build {
+            services: vec![],
+            force: false,
+        },
+    };
+    let summary = run_with_progress(runtime, spec, true).await?;
+    print!("{}", report::summary_text(&summary));
+    Ok((summary.state == Some(JobState::Succeeded)).then_some(summary))
 }

@@ -2,7 +2,7 @@
 //!
 //! Every test works under its own `io.marvin.project=test-…` label; a drop
 //! guard removes everything carrying it, also when the test fails. No test
-//! skips when Docker is missing: it fails, naming the engine it tried.
+//! passes without an engine: a missing engine fails, naming where it looked.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
