@@ -420,3 +420,130 @@ async fn demo_build(runtime: &Runtime) -> anyhow::Result<Option<JobSummary>> {
     print!("{}", report::summary_text(&summary));
     Ok((summary.state == Some(JobState::Succeeded)).then_some(summary))
 }
+
+/// `marvin chat`: one command per line from stdin, through the same
+/// dispatcher as Slack and Telegram, as `local:$USER` from channel `console`.
+pub async fn chat(marvin: Marvin, identity_override: Option<String>) -> anyhow::Result<ExitCode> {
+    use marvin_core::chat::{Chat, Message, Reply};
+    use tokio::io::AsyncBufReadExt;
+    let who = identity_override.unwrap_or_else(identity);
+    let project = marvin.project.name.clone();
+    let chat = Chat::new(open_runtime(marvin)?);
+    let interactive = std::io::stdin().is_terminal();
+    if interactive {
+        eprintln!(
+            "marvin chat: {project} as {who}. Type `help` for the commands, `quit` to leave."
+        );
+    }
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let mut failures = 0u32;
+    loop {
+        if interactive {
+            eprint!("marvin> ");
+            let _ = std::io::stderr().flush();
+        }
+        let line = tokio::select! {
+            line = lines.next_line() => line?,
+            _ = tokio::signal::ctrl_c() => None,
+        };
+        let Some(line) = line else { break };
+        let text = line.trim();
+        if text.is_empty() || text.starts_with('#') {
+            continue;
+        }
+        if matches!(text, "quit" | "exit") {
+            break;
+        }
+        let message = Message {
+            identity: who.clone(),
+            channel: "console".into(),
+            text: text.to_string(),
+            bot: None,
+        };
+        match chat.handle(&message).await {
+            Reply::Ignored => {}
+            Reply::Answer(answer) => {
+                if answer.tone != marvin_core::chat::Tone::Info {
+                    failures += 1;
+                }
+                println!("{}", answer.to_text());
+            }
+            Reply::Job(follow) => {
+                let report = follow_job(chat.runtime(), follow).await;
+                if report.state != JobState::Succeeded {
+                    failures += 1;
+                }
+            }
+        }
+    }
+    Ok(if failures == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Show a job's report as a redrawn status line on a terminal, then print the
+/// final report. Ctrl-C cancels the job.
+async fn follow_job(
+    runtime: &Runtime,
+    mut follow: marvin_core::chat::Follow,
+) -> marvin_core::render::Report {
+    use marvin_core::render::{self, RenderOptions};
+    let tty = std::io::stderr().is_terminal();
+    let options = RenderOptions::default();
+    let mut last = follow.current();
+    let mut cancelled = false;
+    loop {
+        let next = tokio::select! {
+            r = follow.next() => r,
+            _ = tokio::signal::ctrl_c(), if !cancelled => {
+                cancelled = true;
+                runtime.cancel(follow.job);
+                eprintln!("\rcancelling job #{}…", follow.job);
+                continue;
+            }
+        };
+        let Some(report) = next else { break };
+        if !report.is_final() && tty {
+            let text = render::text(&report, &options, &follow.redactor);
+            let line = text.lines().next().unwrap_or("");
+            eprint!("\r\x1b[K{line}");
+            let _ = std::io::stderr().flush();
+        }
+        last = report;
+    }
+    if tty {
+        eprint!("\r\x1b[K");
+    }
+    println!("{}", render::text(&last, &options, &follow.redactor));
+    last
+}
+
+/// `marvin audit`: the newest audit entries.
+pub fn audit(marvin: Marvin, limit: usize, json: bool) -> anyhow::Result<ExitCode> {
+    let store = Store::open_in(&marvin.data_dir)?;
+    let entries = store.audit_log(&marvin.project.name, limit)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&entries)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if entries.is_empty() {
+        println!("the audit log of {} is empty", marvin.project.name);
+    }
+    let now = SystemClock.now_ms();
+    for e in entries {
+        let ago = marvin_core::duration::format(std::time::Duration::from_millis(
+            (now - e.at_ms).max(0) as u64,
+        ));
+        let outcome = e.outcome.as_deref().unwrap_or("-");
+        println!(
+            "{:<6} {:>8} ago  {:<20} {:<18} {:<14} {}  → {outcome}",
+            e.id, ago, e.who, e.origin, e.decision, e.command
+        );
+        if let Some(d) = e.detail.as_deref().filter(|d| !d.is_empty()) {
+            println!("{:>22}{d}", "");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -155,6 +155,24 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// An interactive session speaking the chat grammar (`dev build`, `help`) as local:$USER.
+    ///
+    /// Reads one command per line from stdin; jobs show a live status line
+    /// and end with their report. `quit` or end of input leaves.
+    Chat {
+        /// Identity to speak as (default: local:$USER).
+        #[arg(long, hide = true, env = "MARVIN_CHAT_IDENTITY")]
+        identity: Option<String>,
+    },
+    /// The audit log: every command, who sent it, from where, allowed or denied, and how it ended.
+    Audit {
+        /// How many entries (newest first).
+        #[arg(short = 'n', long, default_value_t = 50)]
+        limit: usize,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Stop a running or queued job (default: the environment's running job).
     Cancel {
         /// Environment name or alias.
@@ -294,5 +312,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
         } => console::lock(marvin, &env, duration, &reason.join(" "), force, json),
         Command::Unlock { env, force, json } => console::unlock(marvin, &env, force, json),
+        Command::Chat { identity } => console::chat(marvin, identity).await,
+        Command::Audit { limit, json } => console::audit(marvin, limit, json),
     }
 }

@@ -148,6 +148,31 @@ pub fn lock(
     force: bool,
     now_ms: i64,
 ) -> Result<Lock, CommandError> {
+    take_lock(marvin, store, who, env, duration, reason, force, now_ms).map(|g| g.lock)
+}
+
+/// A lock taken: the lock, and the one taken over from someone else (whom
+/// the front end tells).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LockGranted {
+    /// The caller's lock.
+    pub lock: Lock,
+    /// Whose lock an admin's `--force` took over.
+    pub taken_from: Option<Lock>,
+}
+
+/// [`lock`], also saying whose lock was taken over.
+#[allow(clippy::too_many_arguments)] // mirrors the command: who, where, how long, why, how
+pub fn take_lock(
+    marvin: &Marvin,
+    store: &Store,
+    who: &str,
+    env: &str,
+    duration: Option<Duration>,
+    reason: &str,
+    force: bool,
+    now_ms: i64,
+) -> Result<LockGranted, CommandError> {
     let environment = marvin.project.environment(env)?;
     let verb = Verb::Lock {
         duration,
@@ -165,9 +190,14 @@ pub fn lock(
         | LockDecision::TakeOver { until_ms, .. } => until_ms,
     };
     match store.lock(project, name, who, reason, Some(until_ms), force, now_ms)? {
-        LockOutcome::Taken(l)
-        | LockOutcome::Renewed(l)
-        | LockOutcome::TakenOver { lock: l, .. } => Ok(l),
+        LockOutcome::Taken(l) | LockOutcome::Renewed(l) => Ok(LockGranted {
+            lock: l,
+            taken_from: None,
+        }),
+        LockOutcome::TakenOver { lock, previous } => Ok(LockGranted {
+            lock,
+            taken_from: Some(previous),
+        }),
         // Someone took it between the read and the write.
         LockOutcome::Refused(l) => {
             let message = format!("{}; ask them, or wait", locks::describe(&l, now_ms));

@@ -9,6 +9,7 @@
 //! (SQLite).
 
 pub mod access;
+pub mod chat;
 pub mod command;
 pub mod commands;
 pub mod compose;

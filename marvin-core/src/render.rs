@@ -57,6 +57,8 @@ pub struct JobHeader {
 pub struct Progress {
     /// Started (holds the environment's slot).
     pub started: bool,
+    /// Waiting for an admin's approval, which lapses at this time (unix millis).
+    pub awaiting_approval: Option<i64>,
     /// The current step (`fetch`, `build`, `deploy`, …).
     pub step: Option<String>,
     /// Commits resolved so far.
@@ -91,6 +93,10 @@ impl Progress {
     pub fn apply(&mut self, event: &EventKind) {
         match event {
             EventKind::Queued => {}
+            EventKind::AwaitingApproval { expires_ms } => {
+                self.awaiting_approval = Some(*expires_ms);
+            }
+            EventKind::Approved { .. } => self.awaiting_approval = None,
             EventKind::Started => self.started = true,
             EventKind::Step { step } => {
                 self.started = true;
@@ -218,7 +224,12 @@ impl Report {
             } else {
                 JobState::Queued
             },
-            step: progress.step.clone(),
+            step: match progress.awaiting_approval {
+                Some(_) if !progress.started => {
+                    Some(format!("waiting for an admin's `approve #{}`", header.job))
+                }
+                _ => progress.step.clone(),
+            },
             elapsed_ms,
             commits: progress.commits.clone(),
             building: progress.building.clone(),
@@ -470,7 +481,9 @@ fn headline(r: &Report) -> Piece {
     let elapsed = crate::duration::format(Duration::from_millis(r.elapsed_ms));
     let status = match (r.state, &r.step) {
         (JobState::Failed, Some(step)) => format!("{word} in {elapsed} at {step}"),
-        (JobState::Running, Some(step)) => format!("{word}: {step}, {elapsed} so far"),
+        (JobState::Running | JobState::Queued, Some(step)) => {
+            format!("{word}: {step}, {elapsed} so far")
+        }
         (JobState::Running | JobState::Queued, _) => format!("{word}, {elapsed} so far"),
         _ => format!("{word} in {elapsed}"),
     };

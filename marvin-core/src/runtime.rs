@@ -136,6 +136,16 @@ pub struct JobEvent {
 pub enum EventKind {
     /// Waiting for the environment's slot.
     Queued,
+    /// A protected environment: waiting for an admin's `approve` until `expires_ms`.
+    AwaitingApproval {
+        /// When the request lapses (unix millis).
+        expires_ms: i64,
+    },
+    /// An admin approved the job; it now waits for the slot.
+    Approved {
+        /// The admin.
+        by: String,
+    },
     /// Running.
     Started,
     /// A step began: `fetch`, `plan`, `build`, `before_deploy`, `deploy`, `after_deploy`, `task`, `on_failure`.
@@ -244,6 +254,17 @@ pub enum SubmitError {
     Store(#[from] crate::store::StoreError),
 }
 
+/// What an automatic trigger did.
+pub enum Triggered {
+    /// A job was submitted.
+    Started(JobHandle),
+    /// The environment is locked: nothing was submitted.
+    Skipped {
+        /// Why, for the environment's channels: who holds it, why, until when.
+        reason: String,
+    },
+}
+
 /// A submitted job.
 pub struct JobHandle {
     /// Its id.
@@ -278,6 +299,8 @@ struct Inner {
     build_slots: Semaphore,
     inflight: Mutex<HashMap<BuildKey, BuildCell>>,
     cancels: Mutex<HashMap<JobId, CancellationToken>>,
+    /// Secret values learned from plans (env files), per environment.
+    learned_secrets: Mutex<HashMap<String, Vec<String>>>,
 }
 
 /// The job executor. Cheap to clone.
@@ -446,6 +469,7 @@ impl Runtime {
                 build_slots: Semaphore::new(concurrency),
                 inflight: Mutex::new(HashMap::new()),
                 cancels: Mutex::new(HashMap::new()),
+                learned_secrets: Mutex::new(HashMap::new()),
             }),
         };
         tokio::spawn(maintain(Arc::downgrade(&runtime.inner)));
@@ -477,8 +501,73 @@ impl Runtime {
         &self.inner.engine
     }
 
+    /// Now, by the runtime's clock (unix millis).
+    pub fn now_ms(&self) -> i64 {
+        self.inner.clock.now_ms()
+    }
+
+    /// A redactor for every secret value known in the project: what
+    /// marvin.yml says is secret in any environment, and the values from env
+    /// files that plans have read so far. Front ends pass everything they
+    /// emit that did not come from a job's own report through it.
+    pub fn redactor(&self) -> crate::redact::Redactor {
+        let mut values: Vec<String> = self
+            .inner
+            .marvin
+            .project
+            .environments
+            .iter()
+            .flat_map(|e| crate::redact::secret_values(e, &[]))
+            .collect();
+        values.extend(
+            self.inner
+                .learned_secrets
+                .lock()
+                .expect("secrets lock")
+                .values()
+                .flatten()
+                .cloned(),
+        );
+        crate::redact::Redactor::new(values)
+    }
+
     /// Persist a job, then run it in the background once its environment is free.
     pub fn submit(&self, request: JobRequest) -> Result<JobHandle, SubmitError> {
+        self.submit_inner(request, false)
+    }
+
+    /// The entry point of automatic triggers (push, poll, schedule): like
+    /// [`Runtime::submit`], except that a locked environment is skipped —
+    /// whoever holds the lock — with the sentence to tell its channels.
+    pub fn trigger(&self, request: JobRequest) -> Result<Triggered, SubmitError> {
+        let env = self
+            .inner
+            .marvin
+            .project
+            .environment(&request.env)
+            .map_err(MarvinError::from)?;
+        let now = self.inner.clock.now_ms();
+        let lock =
+            self.inner
+                .store
+                .current_lock(&self.inner.marvin.project.name, &env.name, now)?;
+        if let Err(reason) = crate::locks::may_trigger(lock.as_ref(), &request.trigger, now) {
+            tracing::info!("{}: {reason}", env.name);
+            return Ok(Triggered::Skipped { reason });
+        }
+        self.submit(request).map(Triggered::Started)
+    }
+
+    /// Persist a job on a protected environment that waits for an admin's
+    /// approval (DESIGN.md §7): the request is recorded with it, expiring
+    /// after [`crate::access::APPROVAL_TIMEOUT`]; the job takes its slot once
+    /// an admin other than the requester approves (from any process), and
+    /// fails at step `approval` if nobody does in time.
+    pub fn submit_for_approval(&self, request: JobRequest) -> Result<JobHandle, SubmitError> {
+        self.submit_inner(request, true)
+    }
+
+    fn submit_inner(&self, request: JobRequest, approval: bool) -> Result<JobHandle, SubmitError> {
         let env = self
             .inner
             .marvin
@@ -499,6 +588,12 @@ impl Runtime {
             },
             self.inner.clock.now_ms(),
         )?;
+        if approval {
+            let now = self.inner.clock.now_ms();
+            self.inner
+                .store
+                .request_approval(job.id, crate::access::approval_expiry(now), now)?;
+        }
         let cancel = CancellationToken::new();
         self.inner
             .cancels
@@ -526,7 +621,7 @@ impl Runtime {
         });
         let runtime = self.clone();
         let kind = request.kind;
-        let done = tokio::spawn(async move { runtime.run_job(ctx, kind).await });
+        let done = tokio::spawn(async move { runtime.run_job(ctx, kind, approval).await });
         Ok(JobHandle { id: job.id, done })
     }
 
@@ -557,34 +652,96 @@ impl Runtime {
         }
     }
 
-    async fn run_job(self, ctx: Arc<JobCtx>, kind: JobKind) -> JobSummary {
-        ctx.emit(EventKind::Queued);
-        // The environment's slot is taken in the store, so jobs queue across
-        // processes too (a console build while `marvin serve` runs).
-        let guard = loop {
-            match self.inner.store.try_start_job(
-                ctx.id,
-                &self.inner.owner,
-                self.inner.clock.now_ms(),
-            ) {
-                Ok(true) => break Some(()),
-                Ok(false) => {}
-                Err(e) => {
-                    ctx.log(
-                        "marvin",
-                        &format!("cannot take the environment's slot: {e}"),
-                    );
-                }
+    /// Wait until the job's approval request is approved (`Ok`), lapses or
+    /// the job is cancelled (`Err`). Approvals are read from the store, so
+    /// an admin may approve from any front end or process.
+    async fn await_approval(&self, ctx: &Arc<JobCtx>) -> Result<(), StepError> {
+        let mut announced = false;
+        loop {
+            let now = self.inner.clock.now_ms();
+            match self.inner.store.approval(ctx.id) {
+                Ok(Some(a)) => match a.state {
+                    crate::store::ApprovalState::Approved => {
+                        let by = a.approver.unwrap_or_default();
+                        ctx.log("marvin", &format!("approved by {by}"));
+                        ctx.emit(EventKind::Approved { by });
+                        return Ok(());
+                    }
+                    crate::store::ApprovalState::Expired => {
+                        return Err(StepError::new(
+                            "approval",
+                            "nobody approved it in time; ask again, or ask an admin to run it",
+                        ));
+                    }
+                    crate::store::ApprovalState::Pending if now >= a.expires_ms => {
+                        let _ = self.inner.store.expire_approvals(now);
+                        continue;
+                    }
+                    crate::store::ApprovalState::Pending => {
+                        if !announced {
+                            announced = true;
+                            ctx.log(
+                                "marvin",
+                                &format!(
+                                    "{} is protected: waiting for an admin's `approve #{}`",
+                                    ctx.env, ctx.id
+                                ),
+                            );
+                            ctx.emit(EventKind::AwaitingApproval {
+                                expires_ms: a.expires_ms,
+                            });
+                        }
+                    }
+                },
+                Ok(None) => return Err(StepError::new("approval", "the approval request is gone")),
+                Err(e) => ctx.log("marvin", &format!("cannot read the approval: {e}")),
             }
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                _ = ctx.cancel.cancelled() => break None,
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = ctx.cancel.cancelled() => {
+                    return Err(StepError::new("queue", "cancelled while waiting for approval"));
+                }
+            }
+        }
+    }
+
+    async fn run_job(self, ctx: Arc<JobCtx>, kind: JobKind, approval: bool) -> JobSummary {
+        ctx.emit(EventKind::Queued);
+        let approved = if approval {
+            self.await_approval(&ctx).await
+        } else {
+            Ok(())
+        };
+        // The environment's slot is taken in the store, so jobs queue across
+        // processes too (a console build while `marvin serve` runs).
+        let guard = if let Err(e) = approved {
+            Err(e)
+        } else {
+            loop {
+                match self.inner.store.try_start_job(
+                    ctx.id,
+                    &self.inner.owner,
+                    self.inner.clock.now_ms(),
+                ) {
+                    Ok(true) => break Ok(()),
+                    Ok(false) => {}
+                    Err(e) => {
+                        ctx.log(
+                            "marvin",
+                            &format!("cannot take the environment's slot: {e}"),
+                        );
+                    }
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    _ = ctx.cancel.cancelled() => break Err(StepError::new("queue", "cancelled while queued")),
+                }
             }
         };
         let started = Instant::now();
         let outcome = match guard {
-            None => Err(StepError::new("queue", "cancelled while queued")),
-            Some(()) => {
+            Err(e) => Err(e),
+            Ok(()) => {
                 ctx.emit(EventKind::Started);
                 let work = self.execute(&ctx, &kind);
                 tokio::pin!(work);
@@ -737,9 +894,14 @@ impl Runtime {
                 .iter()
                 .flat_map(|d| d.spec.env.iter().cloned())
                 .collect();
-            *ctx.redactor.lock().expect("redactor lock") = Arc::new(crate::redact::Redactor::new(
-                crate::redact::secret_values(env, &pairs),
-            ));
+            let values = crate::redact::secret_values(env, &pairs);
+            self.inner
+                .learned_secrets
+                .lock()
+                .expect("secrets lock")
+                .insert(ctx.env.clone(), values.clone());
+            *ctx.redactor.lock().expect("redactor lock") =
+                Arc::new(crate::redact::Redactor::new(values));
         }
         let c = plan.counts();
         ctx.log(
