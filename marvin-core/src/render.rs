@@ -724,7 +724,67 @@ fn block_texts(blocks: &Value) -> Vec<String> {
     out
 }
 
+/// An immediate answer ([`crate::chat::Answer`]) as a Slack message. Its
+/// text's backticks stay inline code; its block is a code block; each
+/// identity in `mentions` is written as Slack writes people (`<@U123>` for
+/// `slack:U123`, the identity in code otherwise) in front of the text.
+pub fn answer_slack(answer: &crate::chat::Answer, redactor: &Redactor) -> SlackMessage {
+    let mut text = String::new();
+    for m in &answer.mentions {
+        match m.strip_prefix("slack:") {
+            Some(id) if !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric()) => {
+                text.push_str(&format!("<@{id}> "))
+            }
+            _ => text.push_str(&format!("{} ", mrkdwn_code(m))),
+        }
+    }
+    text.push_str(&mrkdwn(&redactor.redact(&answer.text)));
+    let mut full = text.clone();
+    if let Some(block) = &answer.block {
+        let body = clip(&redactor.redact(block), 2_800).replace("```", "'''");
+        full.push_str(&format!("\n```\n{}\n```", mrkdwn(body.trim_end())));
+    }
+    let full = redactor.redact(&full).into_owned();
+    SlackMessage {
+        text: redactor.redact(&text).into_owned(),
+        blocks: Value::Array(vec![section(&full)]),
+    }
+}
+
 // ---- Telegram ----
+
+/// An immediate answer ([`crate::chat::Answer`]) in Telegram's HTML parse
+/// mode: `code` in backticks becomes `<code>`, the block a `<pre>`, and
+/// each `telegram:ID` in `mentions` a link to that user.
+pub fn answer_telegram_html(answer: &crate::chat::Answer, redactor: &Redactor) -> String {
+    let mut out = String::new();
+    for m in &answer.mentions {
+        match m.strip_prefix("telegram:") {
+            Some(id) if !id.is_empty() && id.chars().all(|c| c.is_ascii_digit()) => {
+                out.push_str(&format!("<a href=\"tg://user?id={id}\">{}</a> ", html(m)))
+            }
+            _ => out.push_str(&format!("<code>{}</code> ", html(m))),
+        }
+    }
+    // Backtick pairs become <code>; an unpaired one stays as it is.
+    let text = redactor.redact(&answer.text);
+    let parts: Vec<&str> = text.split('`').collect();
+    for (i, part) in parts.iter().enumerate() {
+        if i % 2 == 1 && i + 1 < parts.len() {
+            out.push_str(&format!("<code>{}</code>", html(part)));
+        } else {
+            if i % 2 == 1 {
+                out.push('`');
+            }
+            out.push_str(&html(part));
+        }
+    }
+    if let Some(block) = &answer.block {
+        let body = clip(&redactor.redact(block), 3_000);
+        out.push_str(&format!("\n<pre>{}</pre>", html(body.trim_end())));
+    }
+    redactor.redact(&out).into_owned()
+}
 
 /// Telegram HTML escaping (`"` too, for attribute values).
 fn html(s: &str) -> String {

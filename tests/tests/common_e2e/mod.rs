@@ -129,6 +129,13 @@ pub struct Options {
     pub dev_before_deploy: Vec<&'static str>,
     /// Tasks run when a `dev` job fails.
     pub dev_on_failure: Vec<&'static str>,
+    /// More keys of `dev` (YAML lines indented by 4 spaces, e.g.
+    /// `"    channels: [\"slack:C1\"]\n"`).
+    pub dev_yaml: String,
+    /// More keys of `staging`, likewise.
+    pub staging_yaml: String,
+    /// More top-level sections (e.g. `people:`), appended to marvin.yml.
+    pub top_yaml: String,
 }
 
 fn marvin_yml(project: &str, root: &Path, options: &Options) -> String {
@@ -158,9 +165,9 @@ environments:
   dev:
     branch: main
     hooks: {{ before_deploy: [{before}], on_failure: [{on_failure}] }}
-  staging:
+{dev_yaml}  staging:
     branch: main
-
+{staging_yaml}
 tasks:
   fetch:
     image: {base}
@@ -189,15 +196,21 @@ tasks:
   check-data:
     service: db
     command: ["test", "-f", "/data/marked"]
+  leak:
+    service: worker
+    command: ["sh", "-c", "env; echo leaked; exit 1"]
 
 settings:
   health_timeout: 60s
-"#,
+{top_yaml}"#,
         backend = root.join("repos/backend.git").display(),
         frontend = root.join("repos/frontend.git").display(),
         before = before.join(", "),
         on_failure = on_failure.join(", "),
         base = base_image(),
+        dev_yaml = options.dev_yaml,
+        staging_yaml = options.staging_yaml,
+        top_yaml = options.top_yaml,
     )
 }
 
