@@ -472,6 +472,7 @@ impl Runtime {
                 learned_secrets: Mutex::new(HashMap::new()),
             }),
         };
+        runtime.learn_deployed_secrets();
         tokio::spawn(maintain(Arc::downgrade(&runtime.inner)));
         Ok(runtime)
     }
@@ -581,7 +582,16 @@ impl Runtime {
                 project: self.inner.marvin.project.name.clone(),
                 env: env.clone(),
                 verb: request.kind.verb().to_string(),
-                args: request.kind.args(),
+                // As recorded and shown; the job itself runs `request.kind`.
+                args: {
+                    let redactor = self.redactor();
+                    request
+                        .kind
+                        .args()
+                        .iter()
+                        .map(|a| redactor.redact(a).into_owned())
+                        .collect()
+                },
                 who: request.who.clone(),
                 origin: request.origin.clone(),
                 trigger: request.trigger.clone(),
@@ -625,11 +635,24 @@ impl Runtime {
         Ok(JobHandle { id: job.id, done })
     }
 
-    /// A redactor for what marvin.yml alone says is secret in an environment
-    /// (its `env` and `vars`); plans add the values from env files.
+    /// A redactor for what marvin.yml says is secret in an environment (its
+    /// `env` and `vars`) and the values from env files learned so far; plans
+    /// and tasks add what they find.
     fn secrets_of(&self, env: &str) -> crate::redact::Redactor {
         match self.inner.marvin.project.environment(env) {
-            Ok(e) => crate::redact::Redactor::new(crate::redact::secret_values(e, &[])),
+            Ok(e) => {
+                let mut values = crate::redact::secret_values(e, &[]);
+                if let Some(learned) = self
+                    .inner
+                    .learned_secrets
+                    .lock()
+                    .expect("secrets lock")
+                    .get(&e.name)
+                {
+                    values.extend(learned.iter().cloned());
+                }
+                crate::redact::Redactor::new(values)
+            }
             Err(_) => crate::redact::Redactor::none(),
         }
     }
@@ -650,6 +673,54 @@ impl Runtime {
         for token in self.inner.cancels.lock().expect("cancel lock").values() {
             token.cancel();
         }
+    }
+
+    /// What the environments' last deployments put in their containers'
+    /// environments is known from the start: a secret from an env file is
+    /// masked even before this process plans anything.
+    fn learn_deployed_secrets(&self) {
+        let project = &self.inner.marvin.project;
+        let mut learned = self.inner.learned_secrets.lock().expect("secrets lock");
+        for env in &project.environments {
+            let Ok(Some(d)) = self
+                .inner
+                .store
+                .deployments(&project.name, &env.name, 1)
+                .map(|mut v| v.pop())
+            else {
+                continue;
+            };
+            let pairs: Vec<(String, String)> = d
+                .services
+                .iter()
+                .filter_map(|s| serde_json::from_value::<ContainerSpec>(s.spec.clone()).ok())
+                .flat_map(|spec| spec.env)
+                .collect();
+            learned.insert(env.name.clone(), crate::redact::secret_values(env, &pairs));
+        }
+    }
+
+    /// Mask, from now on, every value among `pairs` (a container's
+    /// environment) named like a secret, in this job and in what the
+    /// runtime's [`Runtime::redactor`] masks for every front end.
+    fn learn_secrets(&self, ctx: &JobCtx, pairs: &[(String, String)]) {
+        let Ok(env) = self.inner.marvin.project.environment(&ctx.env) else {
+            return;
+        };
+        let fresh = crate::redact::secret_values(env, pairs);
+        let values = {
+            let mut learned = self.inner.learned_secrets.lock().expect("secrets lock");
+            let known = learned.entry(ctx.env.clone()).or_default();
+            for v in fresh {
+                if !known.contains(&v) {
+                    known.push(v);
+                }
+            }
+            known.clone()
+        };
+        let mut all = crate::redact::secret_values(env, &[]);
+        all.extend(values);
+        *ctx.redactor.lock().expect("redactor lock") = Arc::new(crate::redact::Redactor::new(all));
     }
 
     /// Wait until the job's approval request is approved (`Ok`), lapses or
@@ -894,14 +965,8 @@ impl Runtime {
                 .iter()
                 .flat_map(|d| d.spec.env.iter().cloned())
                 .collect();
-            let values = crate::redact::secret_values(env, &pairs);
-            self.inner
-                .learned_secrets
-                .lock()
-                .expect("secrets lock")
-                .insert(ctx.env.clone(), values.clone());
-            *ctx.redactor.lock().expect("redactor lock") =
-                Arc::new(crate::redact::Redactor::new(values));
+            let _ = env;
+            self.learn_secrets(ctx, &pairs);
         }
         let c = plan.counts();
         ctx.log(
@@ -1664,7 +1729,6 @@ impl Runtime {
     ) -> Result<(), StepError> {
         ctx.step("task");
         let desired = self.last_desired(ctx);
-        let spec = self.task_spec(ctx, task, args, &desired)?;
         if let Some(service) = &self
             .inner
             .marvin
@@ -1674,14 +1738,23 @@ impl Runtime {
             .and_then(|t| t.service.clone())
             && !desired.iter().any(|d| &d.service == service)
         {
-            return Err(StepError::new(
-                "task",
+            let message = if desired.is_empty() {
                 format!(
-                    "service `{service}` has not been deployed to {} yet; run `build` first",
+                    "task `{task}` runs with service `{service}`, and nothing has been deployed to {} yet; run `build` first",
                     ctx.env
-                ),
-            ));
+                )
+            } else {
+                format!(
+                    "task `{task}` runs with service `{service}`, which is not deployed in {}; {}",
+                    ctx.env,
+                    crate::suggest::hint(service, desired.iter().map(|d| d.service.as_str()))
+                )
+            };
+            return Err(StepError::new("task", message));
         }
+        let spec = self.task_spec(ctx, task, args, &desired)?;
+        // The task sees the deployed container's environment: mask its secrets.
+        self.learn_secrets(ctx, &spec.env);
         let code = self.run_task_container(ctx, task, &spec).await?;
         ctx.summary().exit_code = Some(code);
         if code != 0 {
@@ -1738,6 +1811,12 @@ impl Runtime {
                 build_key: s.build_key.clone().map(BuildKey),
             });
         }
+        // The restored containers' environments: mask their secrets.
+        let pairs: Vec<(String, String)> = desired
+            .iter()
+            .flat_map(|d| d.spec.env.iter().cloned())
+            .collect();
+        self.learn_secrets(ctx, &pairs);
         // Images are content-keyed and immutable; rebuild from the recorded commits if pruned.
         let mut missing = Vec::new();
         for d in &desired {
