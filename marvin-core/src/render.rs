@@ -1203,4 +1203,55 @@ mod tests {
             }
         }
     }
+    fn answer(text: &str, block: Option<&str>, mentions: &[&str]) -> crate::chat::Answer {
+        crate::chat::Answer {
+            tone: crate::chat::Tone::Info,
+            text: text.into(),
+            block: block.map(str::to_owned),
+            mentions: mentions.iter().map(|m| m.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn answers_mention_people_as_each_chat_does_and_escape_the_rest() {
+        let a = answer(
+            "🔒 dev taken over, see `marvin logs dev 4` <now> & then",
+            Some("a < b\n``` fence"),
+            &["slack:U123", "telegram:42", "local:<x>"],
+        );
+        let s = answer_slack(&a, &none());
+        assert!(
+            s.text
+                .starts_with("<@U123> `telegram:42` `local:&lt;x&gt;` "),
+            "{}",
+            s.text
+        );
+        assert!(s.text.contains("&lt;now&gt; &amp; then"), "{}", s.text);
+        let body = s.blocks[0]["text"]["text"].as_str().unwrap();
+        assert!(body.contains("```\na &lt; b\n''' fence\n```"), "{body}");
+
+        let t = answer_telegram_html(&a, &none());
+        assert!(
+            t.starts_with("<code>slack:U123</code> <a href=\"tg://user?id=42\">telegram:42</a> <code>local:&lt;x&gt;</code> "),
+            "{t}"
+        );
+        assert!(
+            t.contains("<code>marvin logs dev 4</code> &lt;now&gt; &amp; then"),
+            "{t}"
+        );
+        assert!(t.ends_with("<pre>a &lt; b\n``` fence</pre>"), "{t}");
+        // An unpaired backtick stays as typed.
+        let odd = answer_telegram_html(&answer("it's `open", None, &[]), &none());
+        assert_eq!(odd, "it's `open");
+    }
+
+    #[test]
+    fn answers_are_redacted() {
+        let r = Redactor::new(["hunter2-secret".to_string()]);
+        let a = answer("lock: hunter2-secret", Some("x hunter2-secret"), &[]);
+        assert!(!answer_slack(&a, &r).blocks.to_string().contains("hunter2"));
+        assert!(!answer_slack(&a, &r).text.contains("hunter2"));
+        assert!(!answer_telegram_html(&a, &r).contains("hunter2"));
+        assert!(answer_telegram_html(&a, &r).contains("***"));
+    }
 }
