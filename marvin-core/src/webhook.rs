@@ -9,7 +9,8 @@
 //! 404 unknown repo, 202 accepted but ignored (a tag, a deleted branch, a
 //! `ping`, another event). [`targets`] then matches the push to the
 //! project's repos and lists the environments to build; [`DeliverySeen`]
-//! refuses a delivery id seen before (replays).
+//! refuses a delivery id seen before (replays); [`accept`] runs all three
+//! in the safe order.
 //!
 //! Senders:
 //! - GitHub: `X-GitHub-Event: push`, `X-Hub-Signature-256: sha256=<hex>`
@@ -836,6 +837,33 @@ pub fn targets(project: &Project, push: &Push) -> Result<Vec<String>, WebhookErr
         .collect())
 }
 
+/// A delivery that passed every check, and what it builds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    /// The push.
+    pub push: Push,
+    /// The environments to build (possibly none: no environment tracks the branch).
+    pub environments: Vec<String>,
+}
+
+/// The whole check of one delivery, in the order that keeps it safe:
+/// signature ([`parse`]), repo and its secret ([`targets`]), then replay
+/// ([`DeliverySeen`]), so only genuine deliveries for known repos are
+/// remembered. The edge answers `Ok` with 202 and starts the jobs (through
+/// the coalescer), and an error with [`WebhookError::status`].
+pub fn accept(
+    headers: &[(&str, &str)],
+    body: &[u8],
+    project: &Project,
+    secrets: &WebhookSecrets,
+    seen: &mut DeliverySeen,
+) -> Result<Accepted, WebhookError> {
+    let push = parse(headers, body, secrets)?;
+    let environments = targets(project, &push)?;
+    seen.check(&push)?;
+    Ok(Accepted { push, environments })
+}
+
 /// The delivery ids seen lately, oldest forgotten first: a replayed delivery
 /// is refused. Record only verified deliveries, so that forged ones cannot
 /// push genuine ids out.
@@ -1526,5 +1554,53 @@ environments:
         for e in cases {
             assert!(!e.to_string().contains(SECRET), "{e}");
         }
+    }
+
+    #[test]
+    fn accept_checks_signature_repo_and_replay_in_that_order() {
+        let p = project();
+        let mut seen = DeliverySeen::default();
+        let body = github_body("refs/heads/develop", C1);
+        let sig = sign(SECRET, body.as_bytes());
+        let forged = sign("guess", body.as_bytes());
+        fn headers(sig: &str) -> [(&str, &str); 3] {
+            [
+                ("X-GitHub-Event", "push"),
+                ("X-GitHub-Delivery", "d-42"),
+                ("X-Hub-Signature-256", sig),
+            ]
+        }
+        // A forged delivery with a genuine id is refused and not remembered...
+        let e = accept(
+            &headers(&forged),
+            body.as_bytes(),
+            &p,
+            &secrets(),
+            &mut seen,
+        )
+        .unwrap_err();
+        assert_eq!(e.status(), 401);
+        assert!(seen.is_empty());
+        // ...so the genuine one still gets through, once.
+        let ok = accept(&headers(&sig), body.as_bytes(), &p, &secrets(), &mut seen).unwrap();
+        assert_eq!(ok.environments, vec!["dev", "qa"]);
+        assert_eq!(ok.push.commit, C1);
+        let e = accept(&headers(&sig), body.as_bytes(), &p, &secrets(), &mut seen).unwrap_err();
+        assert!(matches!(e, WebhookError::Replayed { .. }), "{e}");
+    }
+
+    #[test]
+    fn accept_answers_404_for_an_unknown_repo_without_remembering_it() {
+        let p = project();
+        let mut seen = DeliverySeen::default();
+        let body = github_body("refs/heads/develop", C1).replace("jsxf/CloudMatrix", "x/y");
+        let sig = sign(SECRET, body.as_bytes());
+        let headers = [
+            ("X-GitHub-Event", "push"),
+            ("X-Hub-Signature-256", sig.as_str()),
+        ];
+        let e = accept(&headers, body.as_bytes(), &p, &secrets(), &mut seen).unwrap_err();
+        assert_eq!(e.status(), 404);
+        assert!(seen.is_empty());
     }
 }
