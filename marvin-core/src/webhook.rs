@@ -21,7 +21,13 @@
 //!   `X-Gitea-Signature` / `X-Gogs-Signature: <hex>` (HMAC-SHA256),
 //!   `X-Gitea-Delivery` / `X-Gogs-Delivery`.
 //! - Generic (scripts, CI): `X-Marvin-Signature: sha256=<hex>`, optional
-//!   `X-Marvin-Delivery`, body `{"repo": NAME-or-URL, "branch": B, "commit": C}`.
+//!   `X-Marvin-Delivery`, body `{"repo": NAME-or-URL, "branch": B, "commit": C}`
+//!   (other fields are allowed and ignored).
+//!
+//! Replays: delivery id headers are not signed, so for every sender whose
+//! signature covers the body, the body's digest counts as well
+//! ([`Push::replay_keys`]); a script that means to build the same commit
+//! twice adds a unique field (a run id, a time) to the generic body.
 //!
 //! The secrets come from environment variables named in marvin.yml
 //! (`webhooks.secret_env`, per repo `webhook_secret_env`); the edge reads
@@ -208,6 +214,8 @@ pub struct Push {
     pub provider: Provider,
     /// The sender's delivery id, or `body-sha256:<hex>` when it sent none.
     pub delivery_id: String,
+    /// SHA-256 of the raw body, hex.
+    pub body_digest: String,
     /// `owner/name` (GitHub, Gitea, Gogs) or `group/sub/name` (GitLab).
     pub full_name: Option<String>,
     /// Every URL the payload gives for the repo (clone, ssh, web).
@@ -225,9 +233,20 @@ pub struct Push {
 }
 
 impl Push {
-    /// The key [`DeliverySeen`] remembers: provider and delivery id.
-    pub fn replay_key(&self) -> String {
-        format!("{}:{}", self.provider.as_str(), self.delivery_id)
+    /// The keys [`DeliverySeen`] remembers for this delivery: the delivery id,
+    /// and, where the signature covers the body (all but GitLab), the body's
+    /// digest too. The id header is not signed, so a captured delivery
+    /// replayed under a new id is still caught by its body. GitLab's token
+    /// signs nothing, and two genuine GitLab pushes may have equal bodies
+    /// (A→B, B→A, A→B), so there the id alone counts.
+    pub fn replay_keys(&self) -> Vec<String> {
+        let provider = self.provider.as_str();
+        let mut keys = vec![format!("{provider}:{}", self.delivery_id)];
+        let by_body = format!("{provider}:body-sha256:{}", self.body_digest);
+        if self.provider != Provider::GitLab && keys[0] != by_body {
+            keys.push(by_body);
+        }
+        keys
     }
 
     /// The repo as the sender names it, for messages.
@@ -400,11 +419,12 @@ pub fn parse(
     }
     let signed_with = verify(provider, headers, body, secrets)?;
 
+    let body_digest = hex::encode(Sha256::digest(body));
     let delivery_id = delivery_header(provider)
         .and_then(|h| header(headers, h))
         .filter(|v| !v.is_empty())
         .map(str::to_string)
-        .unwrap_or_else(|| format!("body-sha256:{}", hex::encode(Sha256::digest(body))));
+        .unwrap_or_else(|| format!("body-sha256:{body_digest}"));
 
     let event = event_header(provider).map(|h| header(headers, h).unwrap_or(""));
     match (provider, event) {
@@ -444,6 +464,7 @@ pub fn parse(
         Provider::GitHub | Provider::Gitea | Provider::Gogs => body.github_like()?,
     };
     push.delivery_id = delivery_id;
+    push.body_digest = body_digest;
     push.signed_with = signed_with;
     Ok(push)
 }
@@ -628,6 +649,7 @@ impl Body<'_> {
         Ok(Push {
             provider: self.provider,
             delivery_id: String::new(),
+            body_digest: String::new(),
             full_name: Some(full_name),
             urls: self.urls(&[
                 "repository.clone_url",
@@ -671,6 +693,7 @@ impl Body<'_> {
         Ok(Push {
             provider: self.provider,
             delivery_id: String::new(),
+            body_digest: String::new(),
             full_name,
             urls,
             repo_name: None,
@@ -692,6 +715,7 @@ impl Body<'_> {
         Ok(Push {
             provider: self.provider,
             delivery_id: String::new(),
+            body_digest: String::new(),
             full_name: None,
             urls: vec![repo.clone()],
             repo_name: Some(repo),
@@ -864,13 +888,13 @@ pub fn accept(
     Ok(Accepted { push, environments })
 }
 
-/// The delivery ids seen lately, oldest forgotten first: a replayed delivery
+/// The deliveries seen lately, oldest forgotten first: a replayed delivery
 /// is refused. Record only verified deliveries, so that forged ones cannot
-/// push genuine ids out.
+/// push genuine ones out.
 #[derive(Debug, Clone)]
 pub struct DeliverySeen {
     capacity: usize,
-    order: VecDeque<String>,
+    order: VecDeque<Vec<String>>,
     seen: HashSet<String>,
 }
 
@@ -881,7 +905,7 @@ impl Default for DeliverySeen {
 }
 
 impl DeliverySeen {
-    /// Remember up to `capacity` ids (at least one).
+    /// Remember up to `capacity` deliveries (at least one).
     pub fn new(capacity: usize) -> DeliverySeen {
         let capacity = capacity.max(1);
         DeliverySeen {
@@ -892,24 +916,33 @@ impl DeliverySeen {
     }
 
     /// `true` the first time an id is offered (and remembers it); `false`
-    /// when it is among the last `capacity` ids.
+    /// when it is among the last `capacity` deliveries.
     pub fn first_time(&mut self, id: &str) -> bool {
-        if self.seen.contains(id) {
+        self.remember(vec![id.to_string()])
+    }
+
+    /// [`first_time`](Self::first_time) for every key of one delivery: `false`
+    /// if any was seen (then none is added), else all are remembered as one.
+    pub fn remember(&mut self, keys: Vec<String>) -> bool {
+        if keys.iter().any(|k| self.seen.contains(k)) {
             return false;
         }
         if self.order.len() == self.capacity
             && let Some(oldest) = self.order.pop_front()
         {
-            self.seen.remove(&oldest);
+            for k in oldest {
+                self.seen.remove(&k);
+            }
         }
-        self.order.push_back(id.to_string());
-        self.seen.insert(id.to_string());
+        self.seen.extend(keys.iter().cloned());
+        self.order.push_back(keys);
         true
     }
 
-    /// [`first_time`](Self::first_time) for a push, as the error a replay is.
+    /// [`remember`](Self::remember) a push's [`replay_keys`](Push::replay_keys),
+    /// as the error a replay is.
     pub fn check(&mut self, push: &Push) -> Result<(), WebhookError> {
-        if self.first_time(&push.replay_key()) {
+        if self.remember(push.replay_keys()) {
             Ok(())
         } else {
             Err(WebhookError::Replayed {
@@ -919,7 +952,7 @@ impl DeliverySeen {
         }
     }
 
-    /// How many ids are remembered.
+    /// How many deliveries are remembered.
     pub fn len(&self) -> usize {
         self.order.len()
     }
@@ -1065,8 +1098,11 @@ environments:
         assert_eq!(push.urls.len(), 3);
         assert_eq!(push.delivery_id, "72d3162e-cc78-11e3-81ab-4c9367dc0958");
         assert_eq!(
-            push.replay_key(),
-            "github:72d3162e-cc78-11e3-81ab-4c9367dc0958"
+            push.replay_keys(),
+            vec![
+                "github:72d3162e-cc78-11e3-81ab-4c9367dc0958".to_string(),
+                format!("github:body-sha256:{}", push.body_digest)
+            ]
         );
         assert_eq!(push.signed_with, vec![SecretScope::Project]);
         assert_eq!(targets(&project(), &push).unwrap(), vec!["dev", "qa"]);
@@ -1340,7 +1376,7 @@ environments:
         ];
         let push = parse(&headers, body.as_bytes(), &secrets()).unwrap();
         assert_eq!(push.provider, Provider::Gogs);
-        assert_eq!(push.replay_key(), "gogs:d-1");
+        assert_eq!(push.replay_keys()[0], "gogs:d-1");
         assert_eq!(targets(&project(), &push).unwrap(), vec!["prod"]);
     }
 
@@ -1377,7 +1413,7 @@ environments:
         let body = format!(r#"{{"repo": "local", "branch": "develop", "commit": "{C1}"}}"#);
         let push = generic(&body, SECRET, Some("ci-123")).unwrap();
         assert_eq!(push.provider, Provider::Generic);
-        assert_eq!(push.replay_key(), "generic:ci-123");
+        assert_eq!(push.replay_keys()[0], "generic:ci-123");
         assert_eq!(targets(&project(), &push).unwrap(), vec!["dev", "qa"]);
 
         let body = format!(
@@ -1602,5 +1638,61 @@ environments:
         let e = accept(&headers, body.as_bytes(), &p, &secrets(), &mut seen).unwrap_err();
         assert_eq!(e.status(), 404);
         assert!(seen.is_empty());
+    }
+
+    #[test]
+    fn a_captured_delivery_replayed_under_a_new_id_is_refused_by_its_body() {
+        let body = github_body("refs/heads/develop", C1);
+        let sig = sign(SECRET, body.as_bytes());
+        let first = [
+            ("X-GitHub-Event", "push"),
+            ("X-GitHub-Delivery", "id-1"),
+            ("X-Hub-Signature-256", sig.as_str()),
+        ];
+        let forged_id = [
+            ("X-GitHub-Event", "push"),
+            ("X-GitHub-Delivery", "id-2"),
+            ("X-Hub-Signature-256", sig.as_str()),
+        ];
+        let mut seen = DeliverySeen::default();
+        assert!(
+            seen.check(&parse(&first, body.as_bytes(), &secrets()).unwrap())
+                .is_ok()
+        );
+        let replay = parse(&forged_id, body.as_bytes(), &secrets()).unwrap();
+        assert!(matches!(
+            seen.check(&replay),
+            Err(WebhookError::Replayed { .. })
+        ));
+        assert_eq!(seen.len(), 1);
+    }
+
+    #[test]
+    fn gitlab_pushes_with_equal_bodies_and_different_ids_both_count() {
+        // A→B, B→A, A→B: the first and third bodies are equal; GitLab's token
+        // signs nothing, so only its event id tells replays apart.
+        let body = gitlab_body("refs/heads/dev", C1);
+        let a = gitlab(&body, SECRET, "Push Hook", Some("uuid-1")).unwrap();
+        let b = gitlab(&body, SECRET, "Push Hook", Some("uuid-2")).unwrap();
+        assert_eq!(a.replay_keys(), vec!["gitlab:uuid-1".to_string()]);
+        let mut seen = DeliverySeen::default();
+        assert!(seen.check(&a).is_ok());
+        assert!(seen.check(&b).is_ok());
+        assert!(seen.check(&a).is_err());
+    }
+
+    #[test]
+    fn delivery_seen_forgets_all_keys_of_the_oldest_delivery_together() {
+        let mut seen = DeliverySeen::new(2);
+        assert!(seen.remember(vec!["a".into(), "a-body".into()]));
+        assert!(seen.remember(vec!["b".into(), "b-body".into()]));
+        assert!(
+            !seen.remember(vec!["c".into(), "a-body".into()]),
+            "one key seen is enough"
+        );
+        assert_eq!(seen.len(), 2, "a refused delivery adds nothing");
+        assert!(seen.remember(vec!["c".into()]));
+        assert!(seen.first_time("a-body"), "a's keys went together");
+        assert!(!seen.first_time("c"));
     }
 }
