@@ -1139,7 +1139,7 @@ people:
             minimal("").replace("dev: {}", "nightly: {triggers: {schedule: \"0 25 * * *\"}}");
         let e = parse(&text).unwrap_err();
         assert!(
-            e.starts_with("marvin.yml: environments.nightly.triggers.schedule: `0 25 * * *` is not a cron expression"),
+            e.starts_with("marvin.yml: environments.nightly.triggers.schedule: `0 25 * * *` is not a cron expression: the hour field `25` is not valid (0-23); "),
             "{e}"
         );
     }

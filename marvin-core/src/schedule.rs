@@ -30,7 +30,7 @@ use chrono::{DateTime, Utc};
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
 
-use crate::config::Project;
+use crate::config::{ConfigError, Project};
 
 /// Missed occurrences are counted up to this many (a schedule every second
 /// paused for a week would otherwise count for a long time).
@@ -60,29 +60,29 @@ impl Schedule {
     /// `@weekly`, `@monthly`, `@yearly`). The error is a sentence saying what
     /// is wrong and what would be right.
     pub fn parse(text: &str) -> Result<Schedule, String> {
-        let wrong = |why: String| {
-            format!(
-                "`{text}` is not a cron expression ({why}); write 5 fields `minute hour day month weekday` \
-                 (e.g. `0 3 * * *` for 03:00 UTC every day) or 6 with seconds first"
-            )
-        };
-        let fields = text.split_whitespace().count();
+        const HOW: &str = "write 5 fields `minute hour day month weekday` (e.g. `0 3 * * *` for 03:00 UTC every day) or 6 with seconds first";
+        let fields: Vec<&str> = text.split_whitespace().collect();
         let nickname = text.trim_start().starts_with('@');
-        if !nickname && !(5..=6).contains(&fields) {
-            return Err(wrong(format!("it has {fields} fields")));
+        if !nickname && !(5..=6).contains(&fields.len()) {
+            let n = fields.len();
+            let plural = if n == 1 { "" } else { "s" };
+            return Err(format!(
+                "`{text}` is not a cron expression: it has {n} field{plural}; {HOW}"
+            ));
         }
-        let parser = CronParser::builder()
-            .seconds(Seconds::Optional)
-            .year(Year::Disallowed)
-            .build();
-        let cron = parser.parse(text).map_err(|e| wrong(e.to_string()))?;
+        let cron = parser().parse(text).map_err(|e| {
+            let why = bad_field(&fields).unwrap_or_else(|| e.to_string());
+            format!("`{text}` is not a cron expression: {why}; {HOW}")
+        })?;
         // A pattern that parses may still never occur (`0 0 30 2 *`).
         let probe = DateTime::<Utc>::from_timestamp(946_684_800, 0) // 2000-01-01
             .expect("a fixed instant is representable");
         let probe_end = probe + chrono::Duration::days(366 * 8);
         match cron.find_next_occurrence(&probe, false) {
             Ok(t) if t <= probe_end => {}
-            _ => return Err(wrong("it never occurs".to_string())),
+            _ => {
+                return Err(format!("`{text}` never occurs: no date matches it; {HOW}"));
+            }
         }
         Ok(Schedule {
             text: text.to_string(),
@@ -103,6 +103,39 @@ impl Schedule {
         let next = self.cron.find_next_occurrence(&at, false).ok()?;
         u64::try_from(next.timestamp_millis()).ok()
     }
+}
+
+fn parser() -> CronParser {
+    CronParser::builder()
+        .seconds(Seconds::Optional)
+        .year(Year::Disallowed)
+        .build()
+}
+
+/// Which field of a 5- or 6-field expression croner refuses, said the way a
+/// person reads it (croner's own message does not name the field).
+fn bad_field(fields: &[&str]) -> Option<String> {
+    const NAMES: [(&str, &str); 6] = [
+        ("second", "0-59"),
+        ("minute", "0-59"),
+        ("hour", "0-23"),
+        ("day", "1-31"),
+        ("month", "1-12 or JAN-DEC"),
+        ("weekday", "0-7 or SUN-SAT"),
+    ];
+    if !(5..=6).contains(&fields.len()) {
+        return None;
+    }
+    let names = &NAMES[6 - fields.len()..];
+    (0..fields.len()).find_map(|i| {
+        let alone: Vec<&str> = (0..fields.len())
+            .map(|j| if j == i { fields[j] } else { "*" })
+            .collect();
+        parser().parse(&alone.join(" ")).err().map(|_| {
+            let (name, range) = names[i];
+            format!("the {name} field `{}` is not valid ({range})", fields[i])
+        })
+    })
 }
 
 /// One environment whose schedule came due.
@@ -166,13 +199,18 @@ impl Scheduler {
         Scheduler { entries }
     }
 
-    /// The schedules of every environment of a project that has one.
-    pub fn for_project(project: &Project, now_ms: u64) -> Result<Scheduler, String> {
+    /// The schedules of every environment of a project that has one. (A
+    /// project from [`Project::parse`] has only valid ones; one built by
+    /// other means gets the same error the file would.)
+    pub fn for_project(project: &Project, now_ms: u64) -> Result<Scheduler, ConfigError> {
         let mut schedules = Vec::new();
         for env in &project.environments {
             if let Some(text) = &env.triggers.schedule {
-                let schedule = Schedule::parse(text)
-                    .map_err(|m| format!("environments.{}.triggers.schedule: {m}", env.name))?;
+                let schedule = Schedule::parse(text).map_err(|message| ConfigError::Invalid {
+                    file: project.file.clone(),
+                    path: format!("environments.{}.triggers.schedule", env.name),
+                    message,
+                })?;
                 schedules.push((env.name.clone(), schedule));
             }
         }
@@ -398,18 +436,57 @@ mod tests {
         assert!(
             Schedule::parse("0 3 * *")
                 .unwrap_err()
-                .contains("it has 4 fields")
+                .contains(": it has 4 fields;")
+        );
+        assert!(
+            Schedule::parse("daily")
+                .unwrap_err()
+                .contains(": it has 1 field;")
         );
     }
 
     #[test]
-    fn out_of_range_and_impossible_schedules_are_refused() {
-        assert!(Schedule::parse("0 25 * * *").is_err());
-        assert!(Schedule::parse("61 * * * *").is_err());
-        assert!(Schedule::parse("0 0 * 13 *").is_err());
-        assert!(Schedule::parse("0 0 1-x * *").is_err());
+    fn out_of_range_fields_are_named() {
+        let check = |expr: &str, why: &str| {
+            let e = Schedule::parse(expr).unwrap_err();
+            assert!(
+                e.starts_with(&format!(
+                    "`{expr}` is not a cron expression: {why}; write 5 fields"
+                )),
+                "{e}"
+            );
+        };
+        check("0 25 * * *", "the hour field `25` is not valid (0-23)");
+        check("61 * * * *", "the minute field `61` is not valid (0-59)");
+        check(
+            "0 0 * 13 *",
+            "the month field `13` is not valid (1-12 or JAN-DEC)",
+        );
+        check("0 0 1-x * *", "the day field `1-x` is not valid (1-31)");
+        check(
+            "0 0 * * FUNDAY",
+            "the weekday field `FUNDAY` is not valid (0-7 or SUN-SAT)",
+        );
+        check("60 0 3 * * *", "the second field `60` is not valid (0-59)");
+    }
+
+    #[test]
+    fn an_unknown_nickname_is_refused_with_crons_reason() {
+        let e = Schedule::parse("@fortnightly").unwrap_err();
+        assert!(
+            e.starts_with("`@fortnightly` is not a cron expression: "),
+            "{e}"
+        );
+        assert!(!e.contains("weekday field"), "{e}");
+    }
+
+    #[test]
+    fn a_schedule_that_never_occurs_is_refused() {
         let e = Schedule::parse("0 0 30 2 *").unwrap_err();
-        assert!(e.contains("it never occurs"), "{e}");
+        assert!(
+            e.starts_with("`0 0 30 2 *` never occurs: no date matches it"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -422,5 +499,15 @@ mod tests {
         let mut s = Scheduler::for_project(&project, T0).unwrap();
         assert_eq!(s.next_for("dev"), None);
         assert_eq!(names(&s.due(T0 + 3 * HOUR)), vec!["nightly"]);
+
+        let mut broken = project.clone();
+        broken.environments[0].triggers.schedule = Some("never".into());
+        let e = Scheduler::for_project(&broken, T0).unwrap_err().to_string();
+        assert!(
+            e.starts_with(
+                "marvin.yml: environments.dev.triggers.schedule: `never` is not a cron expression"
+            ),
+            "{e}"
+        );
     }
 }
