@@ -60,12 +60,17 @@ pub struct Poller {
 }
 
 impl Poller {
-    /// The repos of `project` that have a `poll` interval, each due at `now_ms`
-    /// (so the baseline is read at start).
+    /// The repos of `project` that have a `poll` interval and a tracked
+    /// branch (polling any other starts nothing), each due at `now_ms` so the
+    /// baseline is read at start.
     pub fn new(project: &Project, now_ms: u64) -> Poller {
         let mut repos = BTreeMap::new();
         for repo in &project.repos {
             let Some(interval) = repo.poll else { continue };
+            let branches = tracked_branches(project, &repo.name);
+            if branches.is_empty() {
+                continue;
+            }
             repos.insert(
                 repo.name.clone(),
                 PolledRepo {
@@ -73,7 +78,7 @@ impl Poller {
                         .unwrap_or(u64::MAX)
                         .max(1),
                     next_ms: now_ms,
-                    branches: tracked_branches(project, &repo.name),
+                    branches,
                 },
             );
         }
@@ -278,6 +283,18 @@ environments:
         p.observed("app", "develop", "c1");
         p.forget("app", "develop");
         assert_eq!(p.observed("app", "develop", "c9"), None);
+    }
+
+    #[test]
+    fn a_polled_repo_no_push_triggered_environment_builds_is_not_polled() {
+        let project = Project::parse(
+            "project: p\nrepos:\n  app: {url: /git/app, poll: 1m}\nenvironments:\n  dev: {}\n",
+            "marvin.yml",
+        )
+        .unwrap();
+        let p = Poller::new(&project, 0);
+        assert!(p.due(0).is_empty());
+        assert_eq!(p.next_due_ms(), None);
     }
 
     #[test]
