@@ -86,6 +86,17 @@ pub struct Project {
     pub people: People,
     /// Build and deploy settings.
     pub settings: Settings,
+    /// How push webhooks are verified.
+    pub webhooks: Webhooks,
+}
+
+/// How push webhooks are verified. The secret itself never appears in
+/// marvin.yml: the file names the environment variable that holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct Webhooks {
+    /// The environment variable holding the secret shared with the git host,
+    /// used for every repo without its own `webhook_secret_env`.
+    pub secret_env: Option<String>,
 }
 
 /// One git repository mounted into the workspace.
@@ -99,6 +110,9 @@ pub struct Repo {
     pub path: String,
     /// Poll this often for new commits (for hosts without webhooks).
     pub poll: Option<Duration>,
+    /// The environment variable holding this repo's webhook secret, when it
+    /// differs from the project's `webhooks.secret_env`.
+    pub webhook_secret_env: Option<String>,
 }
 
 /// One environment: what runs where, from which branches.
@@ -139,7 +153,7 @@ pub struct Environment {
 pub struct Triggers {
     /// A push to a tracked branch builds.
     pub push: bool,
-    /// A cron expression (5 or 6 fields).
+    /// A cron expression (5 or 6 fields, UTC), checked when the file is read.
     pub schedule: Option<String>,
 }
 
@@ -189,7 +203,12 @@ pub struct Settings {
     pub build_concurrency: Option<usize>,
     /// How long a container may take to become running/healthy.
     pub health_timeout: Duration,
+    /// Pushes to one environment within this long of the first become one job.
+    pub coalesce_window: Duration,
 }
+
+/// The default `settings.coalesce_window`.
+pub const DEFAULT_COALESCE_WINDOW: Duration = Duration::from_secs(2);
 
 impl Project {
     /// Read and validate marvin.yml text. `file` is used in messages only.
@@ -312,6 +331,26 @@ pub fn normalize_path(path: &str) -> Option<String> {
     Some(parts.join("/"))
 }
 
+/// What to say when a secret is written into marvin.yml in clear.
+fn secret_in_clear(instead: &str) -> String {
+    format!(
+        "a secret is never written in marvin.yml; put it in an environment variable and name that variable with `{instead}` (e.g. `{instead}: MARVIN_WEBHOOK_SECRET`)"
+    )
+}
+
+/// An environment variable name: letters, digits and `_`, not starting with a digit.
+fn check_env_name(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let ok = matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        // The value is not echoed: it may be the secret itself, pasted in the wrong place.
+        Err("this is not an environment variable name (letters, digits and `_`); name the variable that holds the secret, e.g. `MARVIN_WEBHOOK_SECRET` (the value given is not shown, in case it is the secret)".to_string())
+    }
+}
+
 fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphanumeric())
@@ -334,6 +373,18 @@ struct RawProject {
     people: RawPeople,
     #[serde(default)]
     settings: RawSettings,
+    #[serde(default)]
+    webhooks: RawWebhooks,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawWebhooks {
+    #[serde(default)]
+    secret_env: Option<String>,
+    /// Only read to say where a secret belongs instead.
+    #[serde(default)]
+    secret: Option<serde_yaml::Value>,
 }
 
 #[derive(Deserialize)]
@@ -344,6 +395,11 @@ struct RawRepo {
     path: Option<String>,
     #[serde(default)]
     poll: Option<String>,
+    #[serde(default)]
+    webhook_secret_env: Option<String>,
+    /// Only read to say where a secret belongs instead.
+    #[serde(default)]
+    webhook_secret: Option<serde_yaml::Value>,
 }
 
 #[derive(Deserialize, Default)]
@@ -437,6 +493,8 @@ struct RawSettings {
     build_concurrency: Option<usize>,
     #[serde(default)]
     health_timeout: Option<String>,
+    #[serde(default)]
+    coalesce_window: Option<String>,
 }
 
 /// A string, number or boolean: YAML users write `PORT: 8080` and mean "8080".
@@ -547,11 +605,27 @@ impl RawProject {
                 .poll
                 .map(|p| crate::duration::parse(&p).map_err(|m| invalid(format!("{at}.poll"), m)))
                 .transpose()?;
+            if poll == Some(Duration::ZERO) {
+                return Err(invalid(
+                    format!("{at}.poll"),
+                    "a poll interval of zero would poll without pause; write e.g. `1m`".into(),
+                ));
+            }
+            if raw.webhook_secret.is_some() {
+                return Err(invalid(
+                    format!("{at}.webhook_secret"),
+                    secret_in_clear("webhook_secret_env"),
+                ));
+            }
+            if let Some(var) = &raw.webhook_secret_env {
+                check_env_name(var).map_err(|m| invalid(format!("{at}.webhook_secret_env"), m))?;
+            }
             repos.push(Repo {
                 name,
                 url: raw.url,
                 path,
                 poll,
+                webhook_secret_env: raw.webhook_secret_env,
             });
         }
         let repo_names: Vec<&str> = repos.iter().map(|r| r.name.as_str()).collect();
@@ -664,6 +738,10 @@ impl RawProject {
                     "a swarm environment needs a `registry` to push images to (e.g. `127.0.0.1:5000`)".into(),
                 ));
             }
+            if let Some(expr) = &raw.triggers.schedule {
+                crate::schedule::Schedule::parse(expr)
+                    .map_err(|m| invalid(format!("{at}.triggers.schedule"), m))?;
+            }
             let branch = raw.branch.unwrap_or_else(|| DEFAULT_BRANCH.to_string());
             environments.push(Environment {
                 name,
@@ -723,6 +801,20 @@ impl RawProject {
                 .map_err(|m| invalid("settings.health_timeout".into(), m))?,
             None => Duration::from_secs(120),
         };
+        let coalesce_window = match self.settings.coalesce_window {
+            Some(t) => crate::duration::parse(&t)
+                .map_err(|m| invalid("settings.coalesce_window".into(), m))?,
+            None => DEFAULT_COALESCE_WINDOW,
+        };
+        if self.webhooks.secret.is_some() {
+            return Err(invalid(
+                "webhooks.secret".into(),
+                secret_in_clear("secret_env"),
+            ));
+        }
+        if let Some(var) = &self.webhooks.secret_env {
+            check_env_name(var).map_err(|m| invalid("webhooks.secret_env".into(), m))?;
+        }
         if self.settings.build_concurrency == Some(0) {
             return Err(invalid(
                 "settings.build_concurrency".into(),
@@ -747,6 +839,10 @@ impl RawProject {
             settings: Settings {
                 build_concurrency: self.settings.build_concurrency,
                 health_timeout,
+                coalesce_window,
+            },
+            webhooks: Webhooks {
+                secret_env: self.webhooks.secret_env,
             },
         })
     }
@@ -954,6 +1050,138 @@ people:
             vec!["echo", "$(rm", "-rf", "/)"]
         );
         assert!(split_words("echo \"open").is_err());
+    }
+
+    #[test]
+    fn webhook_secrets_are_named_by_environment_variable() {
+        let text = minimal("webhooks: {secret_env: MARVIN_WEBHOOK_SECRET}\n").replace(
+            "app: {url: /git/app}",
+            "app: {url: /git/app, webhook_secret_env: APP_HOOK_SECRET}",
+        );
+        let p = parse(&text).unwrap();
+        assert_eq!(
+            p.webhooks.secret_env.as_deref(),
+            Some("MARVIN_WEBHOOK_SECRET")
+        );
+        assert_eq!(
+            p.repos[0].webhook_secret_env.as_deref(),
+            Some("APP_HOOK_SECRET")
+        );
+        let p = parse(&minimal("")).unwrap();
+        assert_eq!(p.webhooks, Webhooks::default());
+        assert_eq!(p.repos[0].webhook_secret_env, None);
+    }
+
+    #[test]
+    fn a_webhook_secret_in_clear_is_refused_without_echoing_it() {
+        let e = parse(&minimal("webhooks: {secret: hunter2}\n")).unwrap_err();
+        assert!(
+            e.starts_with("marvin.yml: webhooks.secret: a secret is never written in marvin.yml"),
+            "{e}"
+        );
+        assert!(e.contains("`secret_env: MARVIN_WEBHOOK_SECRET`"), "{e}");
+        assert!(!e.contains("hunter2"), "{e}");
+
+        let text = minimal("").replace(
+            "app: {url: /git/app}",
+            "app: {url: /git/app, webhook_secret: hunter2}",
+        );
+        let e = parse(&text).unwrap_err();
+        assert!(
+            e.starts_with("marvin.yml: repos.app.webhook_secret: "),
+            "{e}"
+        );
+        assert!(!e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn a_secret_pasted_as_the_variable_name_is_refused_without_echoing_it() {
+        let e = parse(&minimal("webhooks: {secret_env: \"s3cr3t-v@lue\"}\n")).unwrap_err();
+        assert!(
+            e.starts_with(
+                "marvin.yml: webhooks.secret_env: this is not an environment variable name"
+            ),
+            "{e}"
+        );
+        assert!(!e.contains("s3cr3t"), "{e}");
+        let text = minimal("").replace(
+            "app: {url: /git/app}",
+            "app: {url: /git/app, webhook_secret_env: 9LIVES}",
+        );
+        assert!(
+            parse(&text)
+                .unwrap_err()
+                .starts_with("marvin.yml: repos.app.webhook_secret_env: this is not")
+        );
+    }
+
+    #[test]
+    fn misspelt_webhook_key_suggests_the_right_one() {
+        let text = minimal("webhooks:\n  secret_evn: X\n");
+        assert_eq!(
+            parse(&text).unwrap_err(),
+            "marvin.yml:7:3: webhooks: unknown key `secret_evn`; did you mean `secret_env`?"
+        );
+    }
+
+    #[test]
+    fn a_schedule_that_does_not_parse_names_the_environment() {
+        let text = minimal("").replace(
+            "dev: {}",
+            "dev: {}\n  nightly: {triggers: {schedule: \"0 3 * *\"}}",
+        );
+        let e = parse(&text).unwrap_err();
+        assert!(
+            e.starts_with("marvin.yml: environments.nightly.triggers.schedule: `0 3 * *` is not a cron expression"),
+            "{e}"
+        );
+        let text =
+            minimal("").replace("dev: {}", "nightly: {triggers: {schedule: \"0 25 * * *\"}}");
+        let e = parse(&text).unwrap_err();
+        assert!(
+            e.starts_with("marvin.yml: environments.nightly.triggers.schedule: `0 25 * * *` is not a cron expression: the hour field `25` is not valid (0-23); "),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn five_and_six_field_schedules_are_accepted() {
+        for expr in ["0 3 * * *", "30 0 3 * * MON-FRI", "*/15 * * * *"] {
+            let text = minimal("").replace(
+                "dev: {}",
+                &format!("dev: {{triggers: {{schedule: \"{expr}\"}}}}"),
+            );
+            let p = parse(&text).unwrap();
+            assert_eq!(p.environments[0].triggers.schedule.as_deref(), Some(expr));
+        }
+    }
+
+    #[test]
+    fn coalesce_window_reads_as_a_duration_with_a_default() {
+        let p = parse(&minimal("")).unwrap();
+        assert_eq!(p.settings.coalesce_window, Duration::from_secs(2));
+        let p = parse(&minimal("settings: {coalesce_window: 500ms}\n")).unwrap();
+        assert_eq!(p.settings.coalesce_window, Duration::from_millis(500));
+        let e = parse(&minimal("settings: {coalesce_window: soon}\n")).unwrap_err();
+        assert!(
+            e.starts_with("marvin.yml: settings.coalesce_window: "),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn poll_interval_reads_and_zero_is_refused() {
+        let text = minimal("").replace("app: {url: /git/app}", "app: {url: /git/app, poll: 30s}");
+        assert_eq!(
+            parse(&text).unwrap().repos[0].poll,
+            Some(Duration::from_secs(30))
+        );
+        let text = minimal("").replace("app: {url: /git/app}", "app: {url: /git/app, poll: 0s}");
+        assert!(
+            parse(&text)
+                .unwrap_err()
+                .starts_with("marvin.yml: repos.app.poll: a poll interval of zero")
+        );
     }
 
     #[test]

@@ -4,12 +4,14 @@
 //! never imports a front end. The decision-making parts are pure (no I/O, no
 //! clock): [`config`], [`compose`], [`keys`], [`plan`], [`desired`],
 //! [`dockerfile`], [`suggest`], and for chat [`command`], [`access`],
-//! [`locks`], [`redact`], [`render`]. The I/O sits behind small ports:
+//! [`locks`], [`redact`], [`render`], and for triggers [`webhook`],
+//! [`coalesce`], [`schedule`], [`poll`]. The I/O sits behind small ports:
 //! [`source`] (git via gix), [`engine`] (Docker via bollard), [`store`]
 //! (SQLite).
 
 pub mod access;
 pub mod chat;
+pub mod coalesce;
 pub mod command;
 pub mod commands;
 pub mod compose;
@@ -23,12 +25,15 @@ pub mod keys;
 pub mod locks;
 pub mod marvin;
 pub mod plan;
+pub mod poll;
 pub mod redact;
 pub mod render;
 pub mod report;
 pub mod resolve;
 pub mod runtime;
+pub mod schedule;
 pub mod source;
 pub mod store;
 pub mod suggest;
+pub mod webhook;
 pub mod yaml;
