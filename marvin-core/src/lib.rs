@@ -30,4 +30,5 @@ pub mod runtime;
 pub mod source;
 pub mod store;
 pub mod suggest;
+pub mod swarm;
 pub mod yaml;
