@@ -252,19 +252,25 @@ pub async fn status(
     ]);
     let (containers, services) = if environment.engine == EngineKind::Swarm {
         let swarm = crate::marvin::swarm_of(engine.as_ref())?;
-        let mut services: Vec<SwarmServiceStatus> = swarm
-            .list_services(&labels)
-            .await?
-            .into_iter()
-            .map(|s| SwarmServiceStatus {
+        let mut services = Vec::new();
+        for s in swarm.list_services(&labels).await? {
+            // Tasks Swarm wants running and that run: an old task still
+            // stopping after an update is not a replica.
+            let running = swarm
+                .service_tasks(&s.id)
+                .await?
+                .iter()
+                .filter(|t| t.desired_running && t.state == "running")
+                .count() as u64;
+            services.push(SwarmServiceStatus {
                 service: s.service,
                 name: s.name,
                 desired: s.replicas.unwrap_or_default(),
-                running: s.running,
+                running,
                 image: s.image,
                 update: s.update_state,
-            })
-            .collect();
+            });
+        }
         services.sort_by(|a, b| a.service.cmp(&b.service));
         (Vec::new(), services)
     } else {

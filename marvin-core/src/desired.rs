@@ -353,7 +353,8 @@ pub fn desired_containers(input: &DesiredInput<'_>) -> Result<Vec<DesiredContain
             user: service.user.clone(),
             nano_cpus: service.size.map(|s| (s.cpus() * 1e9) as i64),
             memory_bytes: service.size.map(|s| s.memory_bytes() as i64),
-            replicas: (input.env.engine == EngineKind::Swarm).then(|| service.replicas.unwrap_or(1)),
+            replicas: (input.env.engine == EngineKind::Swarm)
+                .then(|| service.replicas.unwrap_or(1)),
         };
         let key = deploy_key(&spec, image.key.as_ref());
         spec.labels.insert(LABEL_DEPLOY_KEY.into(), key.0.clone());

@@ -59,7 +59,11 @@ impl Runtime {
             .iter()
             .filter(|b| b.reason == BuildReason::InRegistry)
         {
-            if engine.image_exists(&step.image).await.map_err(|e| err(&e))? {
+            if engine
+                .image_exists(&step.image)
+                .await
+                .map_err(|e| err(&e))?
+            {
                 continue;
             }
             ctx.log(
@@ -289,7 +293,10 @@ impl Runtime {
             ) {
                 Rollout::Done => break,
                 Rollout::RolledBack { reason } => {
-                    ctx.log("deploy", &format!("swarm rolled {} back: {reason}", spec.name));
+                    ctx.log(
+                        "deploy",
+                        &format!("swarm rolled {} back: {reason}", spec.name),
+                    );
                     ctx.summary().rolled_back.push(d.service.clone());
                     ctx.emit(EventKind::Container {
                         service: d.service.clone(),
@@ -302,9 +309,7 @@ impl Runtime {
                     });
                 }
                 Rollout::Failed { reason } => {
-                    return Err(self
-                        .swarm_failed(ctx, swarm, d, &id, created, reason)
-                        .await);
+                    return Err(self.swarm_failed(ctx, swarm, d, &id, created, reason).await);
                 }
                 Rollout::Waiting(what) => {
                     if what != last {
@@ -313,9 +318,7 @@ impl Runtime {
                     }
                     if Instant::now() > deadline {
                         let reason = format!("not done within {}s: {last}", timeout.as_secs());
-                        return Err(self
-                            .swarm_failed(ctx, swarm, d, &id, created, reason)
-                            .await);
+                        return Err(self.swarm_failed(ctx, swarm, d, &id, created, reason).await);
                     }
                 }
             }

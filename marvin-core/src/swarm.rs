@@ -75,7 +75,9 @@ pub fn update_policy(spec: &ContainerSpec) -> UpdatePolicy {
         .iter()
         .any(|m| matches!(m, Mount::Named { .. } | Mount::Bind { .. }));
     let monitor_ns = match &spec.healthcheck {
-        Some(h) => (h.interval_ns.unwrap_or(30_000_000_000) * 2).clamp(MONITOR_MIN_NS, MONITOR_MAX_NS),
+        Some(h) => {
+            (h.interval_ns.unwrap_or(30_000_000_000) * 2).clamp(MONITOR_MIN_NS, MONITOR_MAX_NS)
+        }
         None => MONITOR_NS,
     };
     UpdatePolicy {
@@ -160,19 +162,18 @@ pub fn rollout(
         .filter(|t| t.desired_running && t.state == "running")
         .count() as u64;
     if update == Some("updating") {
-        return Rollout::Waiting(format!("swarm is updating ({running}/{replicas} new tasks running)"));
+        return Rollout::Waiting(format!(
+            "swarm is updating ({running}/{replicas} new tasks running)"
+        ));
     }
     if running >= replicas {
         Rollout::Done
     } else {
         let states: BTreeMap<&str, usize> =
-            tasks
-                .iter()
-                .filter(ours)
-                .fold(BTreeMap::new(), |mut m, t| {
-                    *m.entry(t.state.as_str()).or_default() += 1;
-                    m
-                });
+            tasks.iter().filter(ours).fold(BTreeMap::new(), |mut m, t| {
+                *m.entry(t.state.as_str()).or_default() += 1;
+                m
+            });
         let states: Vec<String> = states.iter().map(|(s, n)| format!("{n} {s}")).collect();
         Rollout::Waiting(format!(
             "{running}/{replicas} tasks running ({})",
@@ -198,7 +199,11 @@ mod tests {
     use super::*;
     use crate::engine::Health;
 
-    fn desired(replicas: Option<u64>, volumes: Vec<Mount>, health: Option<Health>) -> DesiredContainer {
+    fn desired(
+        replicas: Option<u64>,
+        volumes: Vec<Mount>,
+        health: Option<Health>,
+    ) -> DesiredContainer {
         DesiredContainer {
             service: "api".into(),
             spec: ContainerSpec {
@@ -227,7 +232,13 @@ mod tests {
         }
     }
 
-    fn task(key: &str, state: &str, desired_running: bool, err: Option<&str>, at: &str) -> ObservedTask {
+    fn task(
+        key: &str,
+        state: &str,
+        desired_running: bool,
+        err: Option<&str>,
+        at: &str,
+    ) -> ObservedTask {
         ObservedTask {
             id: format!("t-{key}-{state}-{at}"),
             slot: Some(1),
@@ -259,7 +270,9 @@ mod tests {
             update_policy(&desired(None, vec![volume], None).spec).order,
             UpdateOrder::StopFirst
         );
-        let anonymous = Mount::Anonymous { target: "/tmp".into() };
+        let anonymous = Mount::Anonymous {
+            target: "/tmp".into(),
+        };
         assert_eq!(
             update_policy(&desired(None, vec![anonymous], None).spec).order,
             UpdateOrder::StartFirst
@@ -289,7 +302,10 @@ mod tests {
             task("k0", "shutdown", false, None, "1"),
         ];
         let key = DeployKey("k1".into());
-        assert_eq!(rollout(&service(None, None), &tasks, &key, 1, None, false), Rollout::Done);
+        assert_eq!(
+            rollout(&service(None, None), &tasks, &key, 1, None, false),
+            Rollout::Done
+        );
         assert!(matches!(
             rollout(&service(None, None), &tasks, &key, 3, None, false),
             Rollout::Waiting(w) if w.starts_with("1/3 tasks running")
@@ -301,7 +317,10 @@ mod tests {
         let tasks = vec![task("k1", "running", true, None, "2")];
         let key = DeployKey("k1".into());
         let s = service(Some("updating"), Some("t2"));
-        assert!(matches!(rollout(&s, &tasks, &key, 1, None, false), Rollout::Waiting(_)));
+        assert!(matches!(
+            rollout(&s, &tasks, &key, 1, None, false),
+            Rollout::Waiting(_)
+        ));
         let s = service(Some("completed"), Some("t2"));
         assert_eq!(rollout(&s, &tasks, &key, 1, None, false), Rollout::Done);
     }
@@ -315,7 +334,10 @@ mod tests {
         ];
         let key = DeployKey("k1".into());
         let s = service(Some("rollback_started"), Some("t2"));
-        assert!(matches!(rollout(&s, &tasks, &key, 1, None, false), Rollout::Waiting(_)));
+        assert!(matches!(
+            rollout(&s, &tasks, &key, 1, None, false),
+            Rollout::Waiting(_)
+        ));
         let s = service(Some("rollback_completed"), Some("t2"));
         assert_eq!(
             rollout(&s, &tasks, &key, 1, None, false),
@@ -330,12 +352,21 @@ mod tests {
         let tasks = vec![task("k1", "running", true, None, "2")];
         let key = DeployKey("k1".into());
         let s = service(Some("rollback_completed"), Some("t1"));
-        assert_eq!(rollout(&s, &tasks, &key, 1, Some("t1"), false), Rollout::Done);
+        assert_eq!(
+            rollout(&s, &tasks, &key, 1, Some("t1"), false),
+            Rollout::Done
+        );
     }
 
     #[test]
     fn a_new_service_fails_on_its_first_failed_task() {
-        let tasks = vec![task("k1", "failed", false, Some("task: non-zero exit (3)"), "1")];
+        let tasks = vec![task(
+            "k1",
+            "failed",
+            false,
+            Some("task: non-zero exit (3)"),
+            "1",
+        )];
         let key = DeployKey("k1".into());
         assert_eq!(
             rollout(&service(None, None), &tasks, &key, 1, None, true),

@@ -24,7 +24,7 @@ use common_e2e::{
     COMPOSE, Fixture, Options, SERVICES, all_services, assert_succeeded, build, job, log_text,
     sorted,
 };
-use marvin_core::engine::{DockerEngine, Engine, LABEL_ENV, LABEL_PROJECT, SwarmEngine};
+use marvin_core::engine::{DockerEngine, Engine, LABEL_ENV, LABEL_PROJECT};
 use marvin_core::store::JobState;
 
 const ENV: &str = "cluster";
@@ -79,7 +79,11 @@ impl SwarmGuard {
     }
 
     fn registry_dir(&self) -> PathBuf {
-        self.dir.as_ref().expect("the registry dir").path().to_path_buf()
+        self.dir
+            .as_ref()
+            .expect("the registry dir")
+            .path()
+            .to_path_buf()
     }
 
     fn start_registry(&mut self) {
@@ -265,12 +269,16 @@ async fn an_environment_deploys_changes_scales_and_rolls_back_on_a_swarm() {
         .expect("plan the swarm environment");
     for b in &plan.builds {
         assert!(
-            b.image.starts_with(&format!("{}/marvin/", guard.registry())),
+            b.image
+                .starts_with(&format!("{}/marvin/", guard.registry())),
             "{} is tagged for the registry",
             b.image
         );
         assert!(
-            swarm.registry_has(&b.image, None).await.expect("ask the registry"),
+            swarm
+                .registry_has(&b.image, None)
+                .await
+                .expect("ask the registry"),
             "{} was pushed",
             b.image
         );
@@ -306,7 +314,10 @@ async fn an_environment_deploys_changes_scales_and_rolls_back_on_a_swarm() {
         );
     }
     assert_ne!(after["docs"].0, before["docs"].0, "docs runs a new task");
-    assert_ne!(after["docs"].1, before["docs"].1, "docs carries its new deploy key");
+    assert_ne!(
+        after["docs"].1, before["docs"].1,
+        "docs carries its new deploy key"
+    );
 
     // 3. worker scales to 3 replicas; status shows desired and running per service.
     let scaled = COMPOSE.replace(
@@ -322,11 +333,18 @@ async fn an_environment_deploys_changes_scales_and_rolls_back_on_a_swarm() {
     let third = job(&rt, build(ENV)).await;
     assert_succeeded(&rt, &third);
     assert_eq!(third.recreated, vec!["worker".to_string()]);
-    assert!(third.built.is_empty(), "scaling builds nothing: {:?}", third.built);
+    assert!(
+        third.built.is_empty(),
+        "scaling builds nothing: {:?}",
+        third.built
+    );
     let scaled_tasks = running_tasks(&fixture).await;
     assert_eq!(scaled_tasks["worker"].0.len(), 3);
     for service in SERVICES.iter().filter(|s| **s != "worker") {
-        assert_eq!(scaled_tasks[*service].0, after[*service].0, "{service} kept its task");
+        assert_eq!(
+            scaled_tasks[*service].0, after[*service].0,
+            "{service} kept its task"
+        );
     }
     let marvin = fixture.marvin();
     let now = std::time::SystemTime::now()
@@ -351,7 +369,10 @@ async fn an_environment_deploys_changes_scales_and_rolls_back_on_a_swarm() {
             ("worker", (3, 3)),
         ])
     );
-    assert!(status.containers.is_empty(), "a swarm environment lists services");
+    assert!(
+        status.containers.is_empty(),
+        "a swarm environment lists services"
+    );
 
     // 4. A fresh build host: no services, no local images. Every key is in the
     // registry, so nothing is rebuilt: the images are pulled.
@@ -371,7 +392,10 @@ async fn an_environment_deploys_changes_scales_and_rolls_back_on_a_swarm() {
         .expect("list containers")
         .is_empty()
     {
-        assert!(Instant::now() < until, "task containers outlived their services");
+        assert!(
+            Instant::now() < until,
+            "task containers outlived their services"
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let tags: BTreeSet<String> = fixture
@@ -384,8 +408,18 @@ async fn an_environment_deploys_changes_scales_and_rolls_back_on_a_swarm() {
         .map(|b| b.image.clone())
         .collect();
     for tag in &tags {
-        fixture.engine.remove_image(tag).await.expect("remove a local image");
-        assert!(!fixture.engine.image_exists(tag).await.expect("look for an image"));
+        fixture
+            .engine
+            .remove_image(tag)
+            .await
+            .expect("remove a local image");
+        assert!(
+            !fixture
+                .engine
+                .image_exists(tag)
+                .await
+                .expect("look for an image")
+        );
     }
     let plan = fixture
         .marvin()
@@ -401,7 +435,11 @@ async fn an_environment_deploys_changes_scales_and_rolls_back_on_a_swarm() {
     );
     let fresh = job(&rt, build(ENV)).await;
     assert_succeeded(&rt, &fresh);
-    assert!(fresh.built.is_empty(), "nothing is rebuilt: {:?}", fresh.built);
+    assert!(
+        fresh.built.is_empty(),
+        "nothing is rebuilt: {:?}",
+        fresh.built
+    );
     assert_eq!(sorted(&fresh.reused), all_services());
     assert_eq!(sorted(&fresh.created), all_services());
     let log = log_text(&rt, fresh.job);
@@ -443,7 +481,10 @@ async fn an_environment_deploys_changes_scales_and_rolls_back_on_a_swarm() {
     );
     assert_eq!(rolled["api"].0.len(), 1, "api runs again");
     for service in SERVICES.iter().filter(|s| **s != "api") {
-        assert_eq!(rolled[*service].0, fresh_tasks[*service].0, "{service} kept its tasks");
+        assert_eq!(
+            rolled[*service].0, fresh_tasks[*service].0,
+            "{service} kept its tasks"
+        );
     }
     eprintln!("swarm rolled back api, reported as: {error}");
     drop(guard);

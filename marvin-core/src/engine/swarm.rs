@@ -181,8 +181,11 @@ pub trait SwarmEngine: Send + Sync {
     /// Ok when this engine is an active swarm manager; else what to do about it.
     async fn swarm_manager(&self) -> Result<(), EngineError>;
     /// Whether the registry holds this tag.
-    async fn registry_has(&self, tag: &str, auth: Option<&RegistryAuth>)
-    -> Result<bool, EngineError>;
+    async fn registry_has(
+        &self,
+        tag: &str,
+        auth: Option<&RegistryAuth>,
+    ) -> Result<bool, EngineError>;
     /// Push a local image to its registry; progress lines go to `log`.
     async fn push_image(
         &self,
@@ -204,8 +207,10 @@ pub trait SwarmEngine: Send + Sync {
         labels: &BTreeMap<String, String>,
     ) -> Result<Vec<ObservedSwarmService>, EngineError>;
     /// One service by name or id.
-    async fn inspect_service(&self, name: &str)
-    -> Result<Option<ObservedSwarmService>, EngineError>;
+    async fn inspect_service(
+        &self,
+        name: &str,
+    ) -> Result<Option<ObservedSwarmService>, EngineError>;
     /// Create a service; returns its id.
     async fn create_service(
         &self,
@@ -245,9 +250,7 @@ pub fn bollard_spec(spec: &SwarmServiceSpec) -> ServiceSpec {
     let volume_labels: HashMap<String, String> = c
         .labels
         .iter()
-        .filter(|(k, _)| {
-            [super::LABEL_PROJECT, super::LABEL_ENV].contains(&k.as_str())
-        })
+        .filter(|(k, _)| [super::LABEL_PROJECT, super::LABEL_ENV].contains(&k.as_str()))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let mounts: Vec<bollard::models::Mount> = c
@@ -454,7 +457,9 @@ impl SwarmEngine for DockerEngine {
             (state, _) => Err(EngineError::Missing(format!(
                 "the Docker engine at {} is not in a swarm (state: {}); run `docker swarm init` there or point DOCKER_HOST at a swarm manager",
                 self.host(),
-                state.map(|s| s.to_string()).unwrap_or_else(|| "unknown".into())
+                state
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "unknown".into())
             ))),
         }
     }
@@ -586,7 +591,10 @@ impl SwarmEngine for DockerEngine {
         let docker = self.api().await?;
         // Inspect has no running count; the list (filtered by name, exact match below) has.
         let options = ListServicesOptionsBuilder::new()
-            .filters(&HashMap::from([("name".to_string(), vec![name.to_string()])]))
+            .filters(&HashMap::from([(
+                "name".to_string(),
+                vec![name.to_string()],
+            )]))
             .status(true)
             .build();
         let services = docker
@@ -719,7 +727,10 @@ mod tests {
             Some(3)
         );
         assert_eq!(
-            s.labels.as_ref().and_then(|l| l.get(LABEL_DEPLOY_KEY)).map(String::as_str),
+            s.labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_DEPLOY_KEY))
+                .map(String::as_str),
             Some("k1")
         );
         let update = s.update_config.expect("an update config");
@@ -728,17 +739,29 @@ mod tests {
             Some(ServiceSpecUpdateConfigFailureActionEnum::ROLLBACK)
         );
         assert_eq!(update.monitor, Some(2_000_000_000));
-        assert_eq!(update.order, Some(ServiceSpecUpdateConfigOrderEnum::STOP_FIRST));
+        assert_eq!(
+            update.order,
+            Some(ServiceSpecUpdateConfigOrderEnum::STOP_FIRST)
+        );
         let task = s.task_template.expect("a task template");
         let net = &task.networks.expect("a network")[0];
         assert_eq!(net.target.as_deref(), Some("marvin-shop-prod"));
-        assert_eq!(net.aliases.as_deref(), Some(&["api".to_string(), "backend".to_string()][..]));
+        assert_eq!(
+            net.aliases.as_deref(),
+            Some(&["api".to_string(), "backend".to_string()][..])
+        );
         let c = task.container_spec.expect("a container spec");
-        assert_eq!(c.args.as_deref(), Some(&["httpd".to_string(), "-f".to_string()][..]));
+        assert_eq!(
+            c.args.as_deref(),
+            Some(&["httpd".to_string(), "-f".to_string()][..])
+        );
         assert_eq!(c.command, None);
         assert_eq!(c.env.as_deref(), Some(&["A=1".to_string()][..]));
         assert_eq!(
-            c.labels.as_ref().and_then(|l| l.get(LABEL_DEPLOY_KEY)).map(String::as_str),
+            c.labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_DEPLOY_KEY))
+                .map(String::as_str),
             Some("k1"),
             "tasks carry the deploy key, so a rollout can tell new tasks from old"
         );
@@ -753,23 +776,34 @@ mod tests {
             Some(TaskSpecRestartPolicyConditionEnum::ANY)
         );
         assert_eq!(
-            task.resources.and_then(|r| r.limits).and_then(|l| l.nano_cpus),
+            task.resources
+                .and_then(|r| r.limits)
+                .and_then(|l| l.nano_cpus),
             Some(500_000_000)
         );
         let port = &s.endpoint_spec.and_then(|e| e.ports).expect("ports")[0];
-        assert_eq!((port.target_port, port.published_port), (Some(80), Some(8080)));
+        assert_eq!(
+            (port.target_port, port.published_port),
+            (Some(80), Some(8080))
+        );
     }
 
     #[test]
     fn registry_credentials_need_both_halves_and_never_show_the_password() {
-        assert_eq!(RegistryAuth::from_values("r:5000", None, None).unwrap(), None);
+        assert_eq!(
+            RegistryAuth::from_values("r:5000", None, None).unwrap(),
+            None
+        );
         let auth = RegistryAuth::from_values("r:5000", Some("ci".into()), Some("s3cret".into()))
             .unwrap()
             .expect("credentials");
         assert!(!format!("{auth:?}").contains("s3cret"));
         assert_eq!(auth.credentials().serveraddress.as_deref(), Some("r:5000"));
         let e = RegistryAuth::from_values("r:5000", Some("ci".into()), None).unwrap_err();
-        assert!(e.to_string().contains("MARVIN_REGISTRY_PASSWORD is not"), "{e}");
+        assert!(
+            e.to_string().contains("MARVIN_REGISTRY_PASSWORD is not"),
+            "{e}"
+        );
     }
 
     #[test]
