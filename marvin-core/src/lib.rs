@@ -3,7 +3,7 @@
 //! Front ends (CLI, Slack, Telegram, web, Python) call into this crate; it
 //! never imports a front end. The decision-making parts are pure (no I/O, no
 //! clock): [`config`], [`compose`], [`keys`], [`plan`], [`desired`],
-//! [`dockerfile`], [`suggest`], and for chat [`command`], [`access`],
+//! [`dockerfile`], [`suggest`], [`swarm`], and for chat [`command`], [`access`],
 //! [`locks`], [`redact`], [`render`]. The I/O sits behind small ports:
 //! [`source`] (git via gix), [`engine`] (Docker via bollard), [`store`]
 //! (SQLite).
