@@ -158,7 +158,7 @@ pub async fn status(marvin: Marvin, env: &str, json: bool) -> anyhow::Result<Exi
     if let Some(l) = &status.lock {
         println!("  {}", marvin_core::locks::describe(l, now));
     }
-    if status.containers.is_empty() {
+    if status.containers.is_empty() && status.services.is_empty() {
         println!(
             "  nothing deployed yet; run `marvin build {}`",
             status.environment
@@ -170,6 +170,17 @@ pub async fn status(marvin: Marvin, env: &str, json: bool) -> anyhow::Result<Exi
             .map(|h| format!(" ({h:?})").to_lowercase())
             .unwrap_or_default();
         println!("  {:<20} {:?}{health}  {}", c.service, c.state, c.image);
+    }
+    for s in &status.services {
+        let update = s
+            .update
+            .as_deref()
+            .map(|u| format!(" (update {u})"))
+            .unwrap_or_default();
+        println!(
+            "  {:<20} {}/{} replicas running{update}  {}",
+            s.service, s.running, s.desired, s.image
+        );
     }
     if let Some(j) = status.last_job {
         let when = j.finished_ms.or(j.started_ms).unwrap_or(j.created_ms);

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::access::{self, Decision};
 use crate::command::{LogTarget, Verb};
-use crate::config::Environment;
+use crate::config::{EngineKind, Environment};
 use crate::engine::{LABEL_ENV, LABEL_PROJECT, ObservedContainer};
 use crate::locks::{self, BuildGate, LockDecision, UnlockDecision};
 use crate::marvin::{Marvin, MarvinError};
@@ -69,12 +69,32 @@ impl From<crate::engine::EngineError> for CommandError {
 pub struct EnvStatus {
     /// Environment name.
     pub environment: String,
-    /// Its containers as the engine reports them now.
+    /// Its containers as the engine reports them now (none for a swarm environment).
     pub containers: Vec<ObservedContainer>,
+    /// A swarm environment's services with desired and running replicas (absent otherwise).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<SwarmServiceStatus>,
     /// The lock in force, if any.
     pub lock: Option<Lock>,
     /// The newest job.
     pub last_job: Option<Job>,
+}
+
+/// One swarm service in `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SwarmServiceStatus {
+    /// Compose service name.
+    pub service: String,
+    /// Swarm service name.
+    pub name: String,
+    /// Replicas wanted.
+    pub desired: u64,
+    /// Tasks running now.
+    pub running: u64,
+    /// The image its tasks run.
+    pub image: String,
+    /// Swarm's last update state (`completed`, `rollback_completed`, ...), if any.
+    pub update: Option<String>,
 }
 
 /// The verb a job kind is asked with, for the permission check.
@@ -260,7 +280,32 @@ pub async fn status(
         (LABEL_PROJECT.to_string(), marvin.project.name.clone()),
         (LABEL_ENV.to_string(), environment.name.clone()),
     ]);
-    let containers = engine.list_containers(&labels).await?;
+    let (containers, services) = if environment.engine == EngineKind::Swarm {
+        let swarm = crate::marvin::swarm_of(engine.as_ref())?;
+        let mut services = Vec::new();
+        for s in swarm.list_services(&labels).await? {
+            // Tasks Swarm wants running and that run: an old task still
+            // stopping after an update is not a replica.
+            let running = swarm
+                .service_tasks(&s.id)
+                .await?
+                .iter()
+                .filter(|t| t.desired_running && t.state == "running")
+                .count() as u64;
+            services.push(SwarmServiceStatus {
+                service: s.service,
+                name: s.name,
+                desired: s.replicas.unwrap_or_default(),
+                running,
+                image: s.image,
+                update: s.update_state,
+            });
+        }
+        services.sort_by(|a, b| a.service.cmp(&b.service));
+        (Vec::new(), services)
+    } else {
+        (engine.list_containers(&labels).await?, Vec::new())
+    };
     let lock = store.current_lock(&marvin.project.name, &environment.name, now_ms)?;
     let last_job = store
         .jobs(&marvin.project.name, Some(&environment.name), 1)?
@@ -268,6 +313,7 @@ pub async fn status(
     Ok(EnvStatus {
         environment: environment.name,
         containers,
+        services,
         lock,
         last_job,
     })

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::compose::{ComposeFile, Service};
-use crate::config::{Environment, normalize_path};
+use crate::config::{EngineKind, Environment, normalize_path};
 use crate::engine::{
     ContainerSpec, Health, LABEL_BUILD_KEY, LABEL_COMMITS, LABEL_DEPLOY_KEY, LABEL_ENV,
     LABEL_PROJECT, LABEL_ROLE, LABEL_SERVICE, Mount, PortBinding,
@@ -353,6 +353,8 @@ pub fn desired_containers(input: &DesiredInput<'_>) -> Result<Vec<DesiredContain
             user: service.user.clone(),
             nano_cpus: service.size.map(|s| (s.cpus() * 1e9) as i64),
             memory_bytes: service.size.map(|s| s.memory_bytes() as i64),
+            replicas: (input.env.engine == EngineKind::Swarm)
+                .then(|| service.replicas.unwrap_or(1)),
         };
         let key = deploy_key(&spec, image.key.as_ref());
         spec.labels.insert(LABEL_DEPLOY_KEY.into(), key.0.clone());

@@ -93,6 +93,16 @@ pub fn image_tag(project: &str, service: &str, key: &BuildKey) -> String {
     format!("marvin/{}-{}:{}", project, service, key.short()).to_lowercase()
 }
 
+/// The tag of a service's image in a registry (swarm environments):
+/// `<registry>/marvin/<project>-<service>:<first 20 hex>`, lower-cased.
+pub fn registry_image_tag(registry: &str, project: &str, service: &str, key: &BuildKey) -> String {
+    format!(
+        "{}/{}",
+        registry.trim_end_matches('/').to_lowercase(),
+        image_tag(project, service, key)
+    )
+}
+
 fn digest<T: Serialize>(format: &str, value: &T) -> String {
     let json = serde_json::to_vec(value).expect("plain data always encodes as JSON");
     let mut hasher = Sha256::new();
@@ -163,6 +173,15 @@ mod tests {
         assert_eq!(
             image_tag("CloudMatrix", "systemManagementServer", &key),
             "marvin/cloudmatrix-systemmanagementserver:0123456789abcdef0123"
+        );
+    }
+
+    #[test]
+    fn registry_tags_prefix_the_registry() {
+        let key = BuildKey("0123456789abcdef0123456789abcdef".into());
+        assert_eq!(
+            registry_image_tag("127.0.0.1:5000/", "Shop", "web", &key),
+            "127.0.0.1:5000/marvin/shop-web:0123456789abcdef0123"
         );
     }
 

@@ -3,9 +3,10 @@
 //! Front ends (CLI, Slack, Telegram, web, Python) call into this crate; it
 //! never imports a front end. The decision-making parts are pure (no I/O, no
 //! clock): [`config`], [`compose`], [`keys`], [`plan`], [`desired`],
-//! [`dockerfile`], [`suggest`], and for chat [`command`], [`access`],
-//! [`locks`], [`redact`], [`render`], and for triggers [`webhook`],
-//! [`coalesce`], [`schedule`], [`poll`]. The I/O sits behind small ports:
+//! [`dockerfile`], [`suggest`], [`swarm`], and for chat [`command`],
+//! [`access`], [`locks`], [`redact`], [`render`], and for triggers
+//! [`webhook`], [`coalesce`], [`schedule`], [`poll`]. The I/O sits behind
+//! small ports:
 //! [`source`] (git via gix), [`engine`] (Docker via bollard), [`store`]
 //! (SQLite).
 
@@ -35,5 +36,6 @@ pub mod schedule;
 pub mod source;
 pub mod store;
 pub mod suggest;
+pub mod swarm;
 pub mod webhook;
 pub mod yaml;

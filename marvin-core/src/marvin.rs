@@ -6,10 +6,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{ConfigError, Project};
-use crate::engine::{ContainerState, Engine, EngineError, LABEL_ENV, LABEL_PROJECT};
+use crate::config::{ConfigError, EngineKind, Environment, Project};
+use crate::engine::{
+    ContainerState, Engine, EngineError, LABEL_ENV, LABEL_PROJECT, RegistryAuth, SwarmEngine,
+};
 use crate::keys::{BuildKey, DeployKey};
-use crate::plan::ObservedService;
+use crate::plan::{BuildAction, BuildReason, ObservedService};
 use crate::resolve::{self, Observed, Plan, ResolveError};
 use crate::source::Mirrors;
 
@@ -126,6 +128,28 @@ impl Marvin {
             (LABEL_PROJECT.to_string(), self.project.name.clone()),
             (LABEL_ENV.to_string(), env.to_string()),
         ]);
+        if self.project.environment(env)?.engine == EngineKind::Swarm {
+            // A swarm environment's services are swarm services, not containers.
+            let swarm = swarm_of(engine.as_ref())?;
+            let services = swarm
+                .list_services(&labels)
+                .await?
+                .into_iter()
+                .filter(|s| !s.service.is_empty())
+                .map(|s| {
+                    let observed = ObservedService {
+                        deploy_key: crate::swarm::deploy_key_of(&s),
+                        running: true,
+                    };
+                    (s.service, observed)
+                })
+                .collect();
+            return Ok(Observed {
+                image_keys,
+                services,
+                engine_unreachable: false,
+            });
+        }
         let services = engine
             .list_containers(&labels)
             .await?
@@ -170,6 +194,47 @@ impl Marvin {
         })
         .await
         .map_err(|e| MarvinError::Internal(e.to_string()))??;
+        self.reuse_from_registry(&environment, plan).await
+    }
+
+    /// For a swarm environment: images the plan would build whose tags the
+    /// registry already holds are reused instead (DESIGN.md §6). Other
+    /// environments' plans are returned as they are.
+    pub async fn reuse_from_registry(
+        &self,
+        env: &Environment,
+        mut plan: Plan,
+    ) -> Result<Plan, MarvinError> {
+        let (EngineKind::Swarm, Some(registry), Some(engine)) =
+            (env.engine, env.registry.as_deref(), self.engine.as_ref())
+        else {
+            return Ok(plan);
+        };
+        if plan.assumed_empty_engine {
+            return Ok(plan);
+        }
+        let swarm = swarm_of(engine.as_ref())?;
+        let auth = RegistryAuth::from_env(registry)?;
+        let mut present = BTreeSet::new();
+        for step in plan
+            .builds
+            .iter()
+            .filter(|b| b.action == BuildAction::Build && b.reason == BuildReason::NewKey)
+        {
+            if swarm.registry_has(&step.image, auth.as_ref()).await? {
+                present.insert(step.image.clone());
+            }
+        }
+        plan.builds = crate::plan::reuse_from_registry(&plan.builds, &present);
         Ok(plan)
     }
+}
+
+/// The swarm side of an engine, or what to do about its absence.
+pub(crate) fn swarm_of(engine: &dyn Engine) -> Result<&dyn SwarmEngine, EngineError> {
+    engine.swarm().ok_or_else(|| {
+        EngineError::Missing(
+            "this engine has no swarm side; swarm environments need the Docker engine".into(),
+        )
+    })
 }

@@ -30,6 +30,8 @@ pub enum BuildReason {
     KeyPresent,
     /// `--force` asked for a rebuild.
     Forced,
+    /// Not on this host, but the registry has it (swarm): pulled, not built.
+    InRegistry,
 }
 
 impl BuildReason {
@@ -39,6 +41,7 @@ impl BuildReason {
             BuildReason::NewKey => "new key",
             BuildReason::KeyPresent => "key already present",
             BuildReason::Forced => "forced",
+            BuildReason::InRegistry => "key in the registry",
         }
     }
 }
@@ -130,6 +133,26 @@ pub fn plan_builds(
                 image: w.image.clone(),
                 reason,
             }
+        })
+        .collect()
+}
+
+/// For a swarm environment: a step that would build a new key reuses the
+/// image instead when the registry already holds its tag (`in_registry`), so
+/// a fresh build host never rebuilds what another one pushed. Forced builds stay.
+pub fn reuse_from_registry(builds: &[BuildStep], in_registry: &BTreeSet<String>) -> Vec<BuildStep> {
+    builds
+        .iter()
+        .map(|b| {
+            let mut b = b.clone();
+            if b.action == BuildAction::Build
+                && b.reason == BuildReason::NewKey
+                && in_registry.contains(&b.image)
+            {
+                b.action = BuildAction::Reuse;
+                b.reason = BuildReason::InRegistry;
+            }
+            b
         })
         .collect()
 }
@@ -299,6 +322,49 @@ mod tests {
         assert_eq!(
             (plan[0].action, plan[0].reason),
             (BuildAction::Build, BuildReason::Forced)
+        );
+    }
+
+    #[test]
+    fn an_image_in_the_registry_is_reused_not_built_unless_forced() {
+        let builds = vec![
+            BuildStep {
+                service: "web".into(),
+                action: BuildAction::Build,
+                key: key("a"),
+                image: "r:5000/marvin/p-web:a".into(),
+                reason: BuildReason::NewKey,
+            },
+            BuildStep {
+                service: "api".into(),
+                action: BuildAction::Build,
+                key: key("b"),
+                image: "r:5000/marvin/p-api:b".into(),
+                reason: BuildReason::Forced,
+            },
+            BuildStep {
+                service: "db".into(),
+                action: BuildAction::Build,
+                key: key("c"),
+                image: "r:5000/marvin/p-db:c".into(),
+                reason: BuildReason::NewKey,
+            },
+        ];
+        let in_registry = BTreeSet::from([
+            "r:5000/marvin/p-web:a".to_string(),
+            "r:5000/marvin/p-api:b".to_string(),
+        ]);
+        let got: Vec<(BuildAction, BuildReason)> = reuse_from_registry(&builds, &in_registry)
+            .iter()
+            .map(|b| (b.action, b.reason))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (BuildAction::Reuse, BuildReason::InRegistry),
+                (BuildAction::Build, BuildReason::Forced),
+                (BuildAction::Build, BuildReason::NewKey),
+            ]
         );
     }
 

@@ -330,7 +330,13 @@ pub fn build_specs(
             from_keys,
         };
         let key = keys::build_key(&inputs);
-        let tag = keys::image_tag(&project.name, &name, &key);
+        // A swarm's nodes pull from the registry: the tag names it.
+        let tag = match (&resolved.env.engine, &resolved.env.registry) {
+            (crate::config::EngineKind::Swarm, Some(registry)) => {
+                keys::registry_image_tag(registry, &project.name, &name, &key)
+            }
+            _ => keys::image_tag(&project.name, &name, &key),
+        };
         out.insert(
             name.clone(),
             ServiceBuild {

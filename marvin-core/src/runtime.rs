@@ -30,6 +30,9 @@ use crate::resolve::{self, Plan, Resolved, ServiceBuild};
 use crate::source::Commit;
 use crate::store::{DeployedService, Job, JobId, JobState, NewJob, Store};
 
+#[path = "runtime_swarm.rs"]
+mod swarm;
+
 /// Where "now" comes from; tests use their own.
 pub trait Clock: Send + Sync {
     /// Milliseconds since the Unix epoch.
@@ -987,6 +990,7 @@ impl Runtime {
     ) -> Result<(), StepError> {
         let resolved = self.resolve(ctx, true).await?;
         let plan = self.make_plan(ctx, &resolved, only, force).await?;
+        let plan = self.swarm_images(ctx, plan).await?;
         ctx.check_cancel()?;
         self.build_images(ctx, &resolved, &plan).await?;
         ctx.check_cancel()?;
@@ -1257,6 +1261,9 @@ impl Runtime {
             .environment(&ctx.env)
             .map_err(|e| StepError::new("deploy", e.to_string()))?
             .clone();
+        if env.engine == crate::config::EngineKind::Swarm {
+            return self.swarm_deploy(ctx, &env, desired, plan, commits).await;
+        }
         let network = crate::desired::network_name(&project.name, &env.name);
         let env_labels = BTreeMap::from([
             (LABEL_PROJECT.to_string(), project.name.clone()),
@@ -1380,6 +1387,21 @@ impl Runtime {
             }
         }
 
+        self.record_deployment(ctx, desired, plan, commits)
+    }
+
+    /// Record what the environment now runs (a partial build merges into the last record).
+    fn record_deployment(
+        &self,
+        ctx: &Arc<JobCtx>,
+        desired: &[DesiredContainer],
+        plan: &Plan,
+        commits: &[Commit],
+    ) -> Result<(), StepError> {
+        let project = &self.inner.marvin.project;
+        let env = project
+            .environment(&ctx.env)
+            .map_err(|e| StepError::new("deploy", e.to_string()))?;
         let commit_map: BTreeMap<String, String> = commits
             .iter()
             .map(|c| (c.repo.clone(), c.id.clone()))

@@ -73,7 +73,7 @@ impl DockerEngine {
     }
 
     /// The client, once the API version is agreed with the engine.
-    async fn api(&self) -> Result<&Docker, EngineError> {
+    pub(super) async fn api(&self) -> Result<&Docker, EngineError> {
         self.negotiated
             .get_or_try_init(|| async {
                 // The clone shares its version with `self.docker`, so negotiating it sets ours.
@@ -92,7 +92,7 @@ impl DockerEngine {
     }
 
     /// Turn a bollard error into one a user understands; `doing` says what we were at.
-    fn fail(&self, doing: &str, e: BollardError) -> EngineError {
+    pub(super) fn fail(&self, doing: &str, e: BollardError) -> EngineError {
         match e {
             BollardError::DockerResponseServerError { message, .. } => {
                 EngineError::Api(format!("{doing}: {}", message.trim()))
@@ -616,6 +616,10 @@ impl Engine for DockerEngine {
         Ok(lines)
     }
 
+    fn swarm(&self) -> Option<&dyn super::SwarmEngine> {
+        Some(self)
+    }
+
     async fn remove_labelled(&self, labels: &BTreeMap<String, String>) -> Result<(), EngineError> {
         if labels.is_empty() {
             return Err(EngineError::Api(
@@ -920,7 +924,7 @@ fn restart_policy(value: &str) -> Option<RestartPolicy> {
 
 /// `repo:tag` → (`repo`, `tag`); no tag means `latest`. A `:` before the last
 /// `/` is a registry port, not a tag.
-fn split_reference(reference: &str) -> (&str, &str) {
+pub(super) fn split_reference(reference: &str) -> (&str, &str) {
     match reference.rsplit_once(':') {
         Some((repo, tag)) if !tag.contains('/') => (repo, tag),
         _ => (reference, "latest"),
@@ -928,7 +932,7 @@ fn split_reference(reference: &str) -> (&str, &str) {
 }
 
 /// The engine's `label=k=v` filter: objects carrying every label.
-fn label_filters(labels: &BTreeMap<String, String>) -> HashMap<String, Vec<String>> {
+pub(super) fn label_filters(labels: &BTreeMap<String, String>) -> HashMap<String, Vec<String>> {
     HashMap::from([(
         "label".to_string(),
         labels.iter().map(|(k, v)| format!("{k}={v}")).collect(),
@@ -943,11 +947,11 @@ fn describe_labels(labels: &BTreeMap<String, String>) -> String {
         .join(", ")
 }
 
-fn to_hash_map(map: &BTreeMap<String, String>) -> HashMap<String, String> {
+pub(super) fn to_hash_map(map: &BTreeMap<String, String>) -> HashMap<String, String> {
     map.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
-fn is_status(e: &BollardError, status: u16) -> bool {
+pub(super) fn is_status(e: &BollardError, status: u16) -> bool {
     matches!(e, BollardError::DockerResponseServerError { status_code, .. } if *status_code == status)
 }
 

@@ -11,9 +11,11 @@ use serde::{Deserialize, Serialize};
 
 mod base_image;
 pub mod docker;
+pub mod swarm;
 
 pub use base_image::{BUSYBOX_PATH, ensure_busybox_image};
 pub use docker::DockerEngine;
+pub use swarm::{ObservedSwarmService, ObservedTask, RegistryAuth, SwarmEngine};
 
 /// Label: the project an object belongs to.
 pub const LABEL_PROJECT: &str = "io.marvin.project";
@@ -67,6 +69,10 @@ pub struct ContainerSpec {
     pub nano_cpus: Option<i64>,
     /// Memory limit in bytes.
     pub memory_bytes: Option<i64>,
+    /// Replicas (compose `deploy.replicas`), set for swarm environments only:
+    /// left out of the encoding when unset, so single-engine deploy keys do not change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<u64>,
 }
 
 /// A published port.
@@ -312,4 +318,8 @@ pub trait Engine: Send + Sync {
     async fn logs(&self, id: &str, tail: usize) -> Result<Vec<String>, EngineError>;
     /// Remove everything carrying these labels: containers, networks, volumes, images.
     async fn remove_labelled(&self, labels: &BTreeMap<String, String>) -> Result<(), EngineError>;
+    /// The same engine's Docker Swarm and registry side, if it has one.
+    fn swarm(&self) -> Option<&dyn SwarmEngine> {
+        None
+    }
 }
