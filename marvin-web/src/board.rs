@@ -166,6 +166,11 @@ pub fn card(project: &Project, facts: &Facts<'_>, visitor: Option<&str>) -> Card
     }
 }
 
+/// `2017-05-05T10:27:00+08:00` → `2017-05-05 10:27`.
+fn short_date(date: &str) -> String {
+    date.replacen('T', " ", 1).chars().take(16).collect()
+}
+
 /// HTML escaping for text and attribute values.
 pub fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -231,11 +236,19 @@ pub fn card_html(card: &Card, csrf: Option<&str>, now_ms: i64) -> String {
         h.push_str(&format!("<p class=\"lock\">🔒 {}</p>", esc(words)));
     }
     if let Some(last) = &card.last {
-        let ago = marvin_core::duration::format(std::time::Duration::from_millis(
-            (now_ms - last.finished_ms).max(0) as u64,
-        ));
+        let ago_ms = (now_ms - last.finished_ms).max(0) as u64;
+        let ago = if ago_ms < 1_000 {
+            "just now".to_string()
+        } else {
+            format!(
+                "{} ago",
+                marvin_core::duration::format(std::time::Duration::from_millis(
+                    ago_ms / 1_000 * 1_000
+                ))
+            )
+        };
         h.push_str(&format!(
-            "<p class=\"last\">last: <a href=\"/jobs/{id}\">#{id} {what}</a> {state} — {who}, {ago} ago</p>",
+            "<p class=\"last\">last: <a href=\"/jobs/{id}\">#{id} {what}</a> {state} — {who}, {ago}</p>",
             id = last.job,
             what = esc(&last.what),
             state = last.state.as_str(),
@@ -249,7 +262,7 @@ pub fn card_html(card: &Card, csrf: Option<&str>, now_ms: i64) -> String {
                     esc(&c.repo),
                     esc(&c.id[..c.id.len().min(7)]),
                     esc(&c.author),
-                    esc(&c.date),
+                    esc(&short_date(&c.date)),
                     esc(&c.subject)
                 ));
             }
@@ -317,7 +330,12 @@ people:
         }
     }
 
-    fn facts<'a>(env: &'a Environment, active: &'a [Job], last: Option<&'a Job>, lock: Option<&'a Lock>) -> Facts<'a> {
+    fn facts<'a>(
+        env: &'a Environment,
+        active: &'a [Job],
+        last: Option<&'a Job>,
+        lock: Option<&'a Lock>,
+    ) -> Facts<'a> {
         Facts {
             env,
             active,
@@ -387,13 +405,27 @@ people:
         };
         let mut failed = job(10, JobState::Failed);
         failed.error = Some("build of web failed".into());
-        let c = card(&p, &facts(dev, &[], Some(&failed), Some(&lock)), Some("web:dan"));
+        let c = card(
+            &p,
+            &facts(dev, &[], Some(&failed), Some(&lock)),
+            Some("web:dan"),
+        );
         let html = card_html(&c, Some("tok"), 120_000);
-        assert!(html.contains("dev is locked by web:ann: demo &lt;b&gt;"), "{html}");
-        assert!(html.contains(" disabled>Build</button>"), "someone else's lock: {html}");
+        assert!(
+            html.contains("dev is locked by web:ann: demo &lt;b&gt;"),
+            "{html}"
+        );
+        assert!(
+            html.contains(" disabled>Build</button>"),
+            "someone else's lock: {html}"
+        );
         assert!(html.contains("build of web failed"), "{html}");
         // The holder may still build.
-        let c = card(&p, &facts(dev, &[], Some(&failed), Some(&lock)), Some("web:ann"));
+        let c = card(
+            &p,
+            &facts(dev, &[], Some(&failed), Some(&lock)),
+            Some("web:ann"),
+        );
         assert!(!card_html(&c, Some("tok"), 120_000).contains("disabled"));
     }
 }

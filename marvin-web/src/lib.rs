@@ -118,9 +118,16 @@ impl Web {
                 .find(|j| j.state == JobState::Running)
                 .and_then(|j| store.events(j.id).ok())
                 .and_then(|events| {
-                    events.iter().rev().find(|e| e.kind == "step").and_then(|e| {
-                        e.data.get("step").and_then(|s| s.as_str()).map(str::to_owned)
-                    })
+                    events
+                        .iter()
+                        .rev()
+                        .find(|e| e.kind == "step")
+                        .and_then(|e| {
+                            e.data
+                                .get("step")
+                                .and_then(|s| s.as_str())
+                                .map(str::to_owned)
+                        })
                 });
             let recent = store
                 .jobs(&project.name, Some(&env.name), 20)
@@ -311,7 +318,11 @@ struct CsrfForm {
     csrf: String,
 }
 
-async fn logout(State(web): State<Web>, headers: HeaderMap, Form(form): Form<CsrfForm>) -> Response {
+async fn logout(
+    State(web): State<Web>,
+    headers: HeaderMap,
+    Form(form): Form<CsrfForm>,
+) -> Response {
     if let Some(id) = cookie(&headers, COOKIE) {
         let mut sessions = web.inner.sessions.lock().expect("sessions lock");
         if sessions
@@ -338,13 +349,20 @@ async fn build(
     let by_script = headers.get("x-requested-with").is_some();
     let answer = |status: StatusCode, job: Option<i64>, error: Option<String>| -> Response {
         if by_script {
-            (status, Json(serde_json::json!({ "job": job, "error": error }))).into_response()
+            (
+                status,
+                Json(serde_json::json!({ "job": job, "error": error })),
+            )
+                .into_response()
         } else if let Some(e) = error {
             (
                 status,
                 page(
                     "Marvin",
-                    &format!("<p id=\"flash\">{}</p><p><a href=\"/\">back</a></p>", esc(&e)),
+                    &format!(
+                        "<p id=\"flash\">{}</p><p><a href=\"/\">back</a></p>",
+                        esc(&e)
+                    ),
                 ),
             )
                 .into_response()
@@ -405,36 +423,39 @@ async fn events(
     // First every card; then a card whenever its environment's job moves,
     // and every card every few seconds (locks change without job events).
     let state = (web, session, rx, Vec::<Event>::new(), true);
-    let stream = futures_util::stream::unfold(state, |(web, session, mut rx, mut queue, first)| async move {
-        let visitor = session.as_ref().map(|s| s.identity.clone());
-        let csrf = session.as_ref().map(|s| s.csrf.clone());
-        let now = || web.inner.chat.runtime().now_ms();
-        if first {
-            queue = web
-                .cards(visitor.as_deref(), None)
-                .iter()
-                .map(|c| card_event(c, csrf.as_deref(), now()))
-                .collect();
-        }
-        while queue.is_empty() {
-            let only = tokio::select! {
-                event = rx.recv() => match event {
-                    Ok(e) if matches!(e.kind, EventKind::Log { .. }) => continue,
-                    Ok(e) => Some(e.env),
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => None,
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-                },
-                _ = tokio::time::sleep(REFRESH) => None,
-            };
-            queue = web
-                .cards(visitor.as_deref(), only.as_deref())
-                .iter()
-                .map(|c| card_event(c, csrf.as_deref(), now()))
-                .collect();
-        }
-        let next = queue.remove(0);
-        Some((Ok(next), (web, session, rx, queue, false)))
-    });
+    let stream = futures_util::stream::unfold(
+        state,
+        |(web, session, mut rx, mut queue, first)| async move {
+            let visitor = session.as_ref().map(|s| s.identity.clone());
+            let csrf = session.as_ref().map(|s| s.csrf.clone());
+            let now = || web.inner.chat.runtime().now_ms();
+            if first {
+                queue = web
+                    .cards(visitor.as_deref(), None)
+                    .iter()
+                    .map(|c| card_event(c, csrf.as_deref(), now()))
+                    .collect();
+            }
+            while queue.is_empty() {
+                let only = tokio::select! {
+                    event = rx.recv() => match event {
+                        Ok(e) if matches!(e.kind, EventKind::Log { .. }) => continue,
+                        Ok(e) => Some(e.env),
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => None,
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                    },
+                    _ = tokio::time::sleep(REFRESH) => None,
+                };
+                queue = web
+                    .cards(visitor.as_deref(), only.as_deref())
+                    .iter()
+                    .map(|c| card_event(c, csrf.as_deref(), now()))
+                    .collect();
+            }
+            let next = queue.remove(0);
+            Some((Ok(next), (web, session, rx, queue, false)))
+        },
+    );
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
@@ -450,7 +471,10 @@ async fn job_page(State(web): State<Web>, Path(id): Path<String>) -> Response {
     let Some(job) = job else {
         return (
             StatusCode::NOT_FOUND,
-            page("Marvin", "<p>There is no such job. <a href=\"/\">back</a></p>"),
+            page(
+                "Marvin",
+                "<p>There is no such job. <a href=\"/\">back</a></p>",
+            ),
         )
             .into_response();
     };
