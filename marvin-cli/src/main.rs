@@ -2,6 +2,7 @@
 //! is in marvin-core.
 
 mod console;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -154,6 +155,18 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Run Marvin for a team: the web page, push webhooks, schedules and polling, until SIGTERM.
+    ///
+    /// On SIGTERM or Ctrl-C it stops taking work, gives running jobs the
+    /// grace period to finish, records the rest as interrupted, and exits.
+    Serve {
+        /// Address of the web page and the webhook receiver.
+        #[arg(long, default_value = "127.0.0.1:8080", env = "MARVIN_LISTEN")]
+        listen: std::net::SocketAddr,
+        /// How long running jobs may take to finish after SIGTERM (`30s`, `5m`).
+        #[arg(long, default_value = "30s")]
+        grace: String,
     },
     /// An interactive session speaking the chat grammar (`dev build`, `help`) as local:$USER.
     ///
@@ -312,6 +325,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
         } => console::lock(marvin, &env, duration, &reason.join(" "), force, json),
         Command::Unlock { env, force, json } => console::unlock(marvin, &env, force, json),
+        Command::Serve { listen, grace } => {
+            let grace = marvin_core::duration::parse(&grace)
+                .map_err(|e| anyhow::anyhow!("--grace: {e}"))?;
+            serve::serve(marvin, serve::ServeOptions { listen, grace }).await
+        }
         Command::Chat { identity } => console::chat(marvin, identity).await,
         Command::Audit { limit, json } => console::audit(marvin, limit, json),
     }

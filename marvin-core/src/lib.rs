@@ -37,5 +37,6 @@ pub mod source;
 pub mod store;
 pub mod suggest;
 pub mod swarm;
+pub mod triggers;
 pub mod webhook;
 pub mod yaml;

@@ -671,6 +671,20 @@ impl Runtime {
         }
     }
 
+    /// The jobs this runtime has submitted that have not ended yet.
+    pub fn unfinished(&self) -> Vec<JobId> {
+        let mut ids: Vec<JobId> = self
+            .inner
+            .cancels
+            .lock()
+            .expect("cancel lock")
+            .keys()
+            .copied()
+            .collect();
+        ids.sort();
+        ids
+    }
+
     /// Cancel every job of this runtime (shutdown).
     pub fn cancel_all(&self) {
         for token in self.inner.cancels.lock().expect("cancel lock").values() {

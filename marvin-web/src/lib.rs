@@ -24,7 +24,8 @@ use std::io::Read;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{Form, Path, State};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Form, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -35,6 +36,7 @@ use marvin_core::chat::{Chat, Message, Reply, Tone};
 use marvin_core::command;
 use marvin_core::runtime::EventKind;
 use marvin_core::store::{ApprovalState, JobState};
+use marvin_core::triggers::Hub;
 use serde::Deserialize;
 
 use board::{Card, Facts, esc};
@@ -51,8 +53,12 @@ struct Session {
 
 struct Inner {
     chat: Chat,
+    hub: Option<Hub>,
     sessions: Mutex<HashMap<String, Session>>,
 }
+
+/// The most a webhook delivery may weigh.
+const MAX_WEBHOOK_BYTES: usize = 1 << 20;
 
 /// The web front end's state. Cheap to clone.
 #[derive(Clone)]
@@ -66,15 +72,32 @@ impl Web {
         Web {
             inner: Arc::new(Inner {
                 chat,
+                hub: None,
+                sessions: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The page and the push webhook receiver (`POST /hooks/push`), which
+    /// hands deliveries to `hub`.
+    pub fn with_hub(chat: Chat, hub: Hub) -> Web {
+        Web {
+            inner: Arc::new(Inner {
+                chat,
+                hub: Some(hub),
                 sessions: Mutex::new(HashMap::new()),
             }),
         }
     }
 
     /// The routes: `/`, `/login`, `/logout`, `/envs/{env}/build`, `/events`,
-    /// `/jobs/{id}`, `/healthz`.
+    /// `/jobs/{id}`, `/healthz`, and with a hub `/hooks/push`.
     pub fn router(&self) -> Router {
+        let hooks = Router::new()
+            .route("/hooks/push", post(push_hook))
+            .layer(DefaultBodyLimit::max(MAX_WEBHOOK_BYTES));
         Router::new()
+            .merge(hooks)
             .route("/", get(index))
             .route("/login", get(login_form).post(login))
             .route("/logout", post(logout))
@@ -502,4 +525,43 @@ async fn job_page(State(web): State<Web>, Path(id): Path<String>) -> Response {
         log = log.join("\n"),
     );
     page(&format!("#{} — Marvin", job.id), &body).into_response()
+}
+
+/// `POST /hooks/push`: a git host's push webhook (GitHub, GitLab, Gitea,
+/// Gogs, or Marvin's generic signed form). 202 with the environments that
+/// will build; otherwise the status of the refusal (401 unsigned or wrongly
+/// signed or replayed, 404 unknown repo, 400 malformed), logged, and nothing
+/// started.
+async fn push_hook(State(web): State<Web>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(hub) = &web.inner.hub else {
+        return (StatusCode::NOT_FOUND, "webhooks are not enabled here").into_response();
+    };
+    let pairs: Vec<(String, String)> = headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect();
+    let pairs: Vec<(&str, &str)> = pairs
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    match hub.push(&pairs, &body) {
+        Ok(accepted) => (
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({
+                "repo": accepted.push.repo_shown(),
+                "branch": accepted.push.branch,
+                "environments": accepted.environments,
+            })),
+        )
+            .into_response(),
+        Err(e) => {
+            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+            if e.is_ignored() {
+                tracing::info!("webhook ignored: {e}");
+            } else {
+                tracing::warn!("webhook refused ({status}): {e}");
+            }
+            (status, Json(serde_json::json!({ "error": e.to_string() }))).into_response()
+        }
+    }
 }

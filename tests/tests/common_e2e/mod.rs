@@ -134,8 +134,11 @@ pub struct Options {
     pub dev_yaml: String,
     /// More keys of `staging`, likewise.
     pub staging_yaml: String,
-    /// More top-level sections (e.g. `people:`), appended to marvin.yml.
+    /// More top-level sections (e.g. `people:`), appended to marvin.yml
+    /// right after `settings:` (so lines indented by 2 spaces first add settings).
     pub top_yaml: String,
+    /// More keys of the backend repo (indented by 4 spaces, e.g. `    poll: 1s\n`).
+    pub backend_yaml: String,
 }
 
 fn marvin_yml(project: &str, root: &Path, options: &Options) -> String {
@@ -157,7 +160,7 @@ repos:
   backend:
     url: {backend}
     path: .
-  frontend:
+{backend_yaml}  frontend:
     url: {frontend}
     path: fe
 
@@ -211,6 +214,7 @@ settings:
         dev_yaml = options.dev_yaml,
         staging_yaml = options.staging_yaml,
         top_yaml = options.top_yaml,
+        backend_yaml = options.backend_yaml,
     )
 }
 
