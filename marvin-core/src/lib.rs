@@ -11,6 +11,7 @@
 //! (SQLite).
 
 pub mod access;
+pub mod attention;
 pub mod chat;
 pub mod coalesce;
 pub mod command;

@@ -27,6 +27,8 @@ use crate::webhook::{self, Accepted, DeliverySeen, WebhookError, WebhookSecrets}
 
 /// How often the hub looks at its timers.
 const TICK: Duration = Duration::from_millis(100);
+/// How often the watcher looks at the deployed containers.
+const WATCH: Duration = Duration::from_secs(2);
 
 /// Why a job was (or would have been) started.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +58,14 @@ pub enum Notice {
         /// The sentence to post.
         text: String,
     },
+    /// A deployed container needs a person's attention, or recovered
+    /// ([`crate::attention`]).
+    Attention {
+        /// The environment.
+        env: String,
+        /// The sentence to post.
+        text: String,
+    },
     /// A trigger could not start a job.
     Failed {
         /// The environment.
@@ -66,6 +76,8 @@ pub enum Notice {
 }
 
 struct State {
+    attention: crate::attention::Attention,
+    last_watch: Option<std::time::Instant>,
     seen: DeliverySeen,
     pending: Coalescer<Cause>,
     poller: Poller,
@@ -106,6 +118,8 @@ impl Hub {
         let project = Arc::clone(&runtime.marvin().project);
         let now = now_u64(&runtime);
         let state = State {
+            attention: crate::attention::Attention::new(),
+            last_watch: None,
             seen: DeliverySeen::default(),
             pending: Coalescer::new(project.settings.coalesce_window),
             poller: Poller::new(&project, now),
@@ -193,6 +207,60 @@ impl Hub {
         }
         for repo in polls {
             self.poll(&repo, now).await;
+        }
+        let watch = {
+            let mut state = self.state.lock().expect("hub lock");
+            let due = state.last_watch.is_none_or(|t| t.elapsed() >= WATCH);
+            if due {
+                state.last_watch = Some(std::time::Instant::now());
+            }
+            due
+        };
+        if watch {
+            self.watch().await;
+        }
+    }
+
+    /// One look at every (local-engine) environment's containers.
+    pub async fn watch(&self) {
+        let marvin = self.runtime.marvin();
+        let project = &marvin.project;
+        for env in &project.environments {
+            if env.engine != crate::config::EngineKind::Docker {
+                continue;
+            }
+            let labels = std::collections::BTreeMap::from([
+                (
+                    crate::engine::LABEL_PROJECT.to_string(),
+                    project.name.clone(),
+                ),
+                (crate::engine::LABEL_ENV.to_string(), env.name.clone()),
+            ]);
+            let containers = match self.runtime.engine().list_containers(&labels).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!("watching {}: {e}", env.name);
+                    continue;
+                }
+            };
+            let busy = self
+                .runtime
+                .store()
+                .active_jobs(&project.name, Some(&env.name))
+                .map(|j| !j.is_empty())
+                .unwrap_or(true);
+            let alerts = self.state.lock().expect("hub lock").attention.observe(
+                &env.name,
+                &containers,
+                busy,
+            );
+            for alert in alerts {
+                tracing::info!("{}", alert.text);
+                let _ = self.notices.send(Notice::Attention {
+                    env: alert.env,
+                    text: alert.text,
+                });
+            }
         }
     }
 
