@@ -55,7 +55,9 @@ pub async fn serve(marvin: Marvin, options: ServeOptions) -> anyhow::Result<Exit
                         println!("{env}: job #{job} started by {}", causes.join("; "))
                     }
                     Notice::Skipped { env, text } => println!("{env}: {text}"),
-                    Notice::Failed { env, text } | Notice::Attention { env, text } => {
+                    Notice::Failed { env, text }
+                    | Notice::Attention { env, text }
+                    | Notice::Message { env, text } => {
                         println!("{env}: {text}")
                     }
                 }

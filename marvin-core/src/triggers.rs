@@ -66,6 +66,13 @@ pub enum Notice {
         /// The sentence to post.
         text: String,
     },
+    /// Another system (monitoring, CI) posted a message for the channels.
+    Message {
+        /// The environment.
+        env: String,
+        /// The message, as sent.
+        text: String,
+    },
     /// A trigger could not start a job.
     Failed {
         /// The environment.
@@ -166,6 +173,65 @@ impl Hub {
             state.pending.offer(env, now, cause.clone());
         }
         Ok(accepted)
+    }
+
+    /// A signed message from another system for an environment's channels:
+    /// body `{"env": "dev", "text": "…"}`, signed like the generic webhook
+    /// with the project-wide secret. Replays (the same body again) are
+    /// refused; include a time or an id in the text to repeat a message.
+    pub fn message(&self, headers: &[(&str, &str)], body: &[u8]) -> Result<String, WebhookError> {
+        webhook::verify_message(headers, body, &self.secrets)?;
+        let malformed = |path: &str, message: &str| WebhookError::Malformed {
+            provider: webhook::Provider::Generic,
+            path: path.into(),
+            message: message.into(),
+        };
+        let json: serde_json::Value =
+            serde_json::from_slice(body).map_err(|e| malformed("", &format!("not JSON: {e}")))?;
+        let env = json
+            .get("env")
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| malformed("env", "missing; the environment's name"))?;
+        let text = json
+            .get("text")
+            .and_then(|v| v.as_str())
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| malformed("text", "missing or empty; the message to post"))?;
+        if text.chars().count() > 3_000 {
+            return Err(malformed("text", "longer than 3,000 characters"));
+        }
+        let env = self
+            .runtime
+            .marvin()
+            .project
+            .environment(env)
+            .map_err(|_| {
+                malformed(
+                    "env",
+                    &format!("`{env}` is not an environment of this project"),
+                )
+            })?
+            .name
+            .clone();
+        let digest = format!("message:{}", webhook::sign("", body));
+        if !self
+            .state
+            .lock()
+            .expect("hub lock")
+            .seen
+            .first_time(&digest)
+        {
+            return Err(WebhookError::Replayed {
+                provider: webhook::Provider::Generic,
+                delivery_id: "(the same message)".into(),
+            });
+        }
+        let _ = self.notices.send(Notice::Message {
+            env: env.clone(),
+            text: text.to_string(),
+        });
+        Ok(env)
     }
 
     /// Run until `shutdown`: start coalesced pushes, due schedules and polls.

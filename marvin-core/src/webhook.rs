@@ -552,6 +552,29 @@ fn verify(
     }
 }
 
+/// Verify a signed message for an environment's channels (`POST
+/// /hooks/message`): `X-Marvin-Signature: sha256=<hex HMAC of the body>`
+/// with the project-wide secret (`webhooks.secret_env`); a repo's own secret
+/// does not sign messages.
+pub fn verify_message(
+    headers: &[(&str, &str)],
+    body: &[u8],
+    secrets: &WebhookSecrets,
+) -> Result<(), WebhookError> {
+    let project_only = WebhookSecrets {
+        secrets: secrets
+            .secrets
+            .iter()
+            .filter(|(scope, _)| *scope == SecretScope::Project)
+            .cloned()
+            .collect(),
+    };
+    if project_only.is_empty() {
+        return Err(WebhookError::NoSecretConfigured);
+    }
+    verify(Provider::Generic, headers, body, &project_only).map(|_| ())
+}
+
 /// A payload being read, with paths for the errors.
 struct Body<'a> {
     provider: Provider,

@@ -95,6 +95,7 @@ impl Web {
     pub fn router(&self) -> Router {
         let hooks = Router::new()
             .route("/hooks/push", post(push_hook))
+            .route("/hooks/message", post(message_hook))
             .layer(DefaultBodyLimit::max(MAX_WEBHOOK_BYTES));
         Router::new()
             .merge(hooks)
@@ -525,6 +526,39 @@ async fn job_page(State(web): State<Web>, Path(id): Path<String>) -> Response {
         log = log.join("\n"),
     );
     page(&format!("#{} — Marvin", job.id), &body).into_response()
+}
+
+fn header_pairs(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str().to_string(), v.to_str().ok()?.to_string())))
+        .collect()
+}
+
+/// `POST /hooks/message`: another system (monitoring, CI) posts a message
+/// into an environment's channels: body `{"env", "text"}`, signed with
+/// `X-Marvin-Signature: sha256=<HMAC>` and the project's webhook secret.
+async fn message_hook(State(web): State<Web>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(hub) = &web.inner.hub else {
+        return (StatusCode::NOT_FOUND, "messages are not enabled here").into_response();
+    };
+    let pairs = header_pairs(&headers);
+    let pairs: Vec<(&str, &str)> = pairs
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    match hub.message(&pairs, &body) {
+        Ok(env) => (
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({ "env": env })),
+        )
+            .into_response(),
+        Err(e) => {
+            let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::BAD_REQUEST);
+            tracing::warn!("message refused ({status}): {e}");
+            (status, Json(serde_json::json!({ "error": e.to_string() }))).into_response()
+        }
+    }
 }
 
 /// `POST /hooks/push`: a git host's push webhook (GitHub, GitLab, Gitea,
