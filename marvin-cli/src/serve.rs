@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use marvin_core::channels::Poster;
 use marvin_core::chat::Chat;
 use marvin_core::marvin::Marvin;
 use marvin_core::runtime::{Runtime, SystemClock};
@@ -46,21 +47,23 @@ pub async fn serve(marvin: Marvin, options: ServeOptions) -> anyhow::Result<Exit
         let stop = shutdown.clone();
         tokio::spawn(async move { hub.run(stop).await })
     };
+    let posters: Vec<Arc<dyn Poster>> = Vec::new();
     let notices_task = {
         let mut notices = hub.subscribe();
+        let chat = chat.clone();
         tokio::spawn(async move {
             while let Ok(n) = notices.recv().await {
-                match n {
+                let line = match &n {
                     Notice::Started { env, job, causes } => {
-                        println!("{env}: job #{job} started by {}", causes.join("; "))
+                        format!("{env}: job #{job} started by {}", causes.join("; "))
                     }
-                    Notice::Skipped { env, text } => println!("{env}: {text}"),
-                    Notice::Failed { env, text }
+                    Notice::Skipped { env, text }
+                    | Notice::Failed { env, text }
                     | Notice::Attention { env, text }
-                    | Notice::Message { env, text } => {
-                        println!("{env}: {text}")
-                    }
-                }
+                    | Notice::Message { env, text } => format!("{env}: {text}"),
+                };
+                println!("{}", chat.runtime().redactor().redact(&line));
+                marvin_core::channels::deliver(&chat, &posters, &n).await;
             }
         })
     };

@@ -30,7 +30,7 @@ use crate::config::Environment;
 use crate::locks::{self, BuildGate};
 use crate::redact::Redactor;
 use crate::render::{JobHeader, Progress, Report};
-use crate::runtime::{JobKind, JobRequest, Runtime, SubmitError};
+use crate::runtime::{JobKind, JobRequest, JobSummary, Runtime, SubmitError};
 use crate::store::{ApproveOutcome, Job, JobId, JobState, NewAuditEntry};
 
 /// How many lines `logs` shows when `--tail` is not given.
@@ -576,6 +576,65 @@ impl Chat {
         Ok(answer)
     }
 
+    /// Follow a job submitted elsewhere (a push, a schedule, another front
+    /// end): its reports as it progresses, ending with its summary (read
+    /// from the store, so a job of another process works too).
+    pub fn follow_job(&self, id: JobId) -> Result<Follow, CommandError> {
+        let events = self.runtime.subscribe();
+        let job = self.job(id)?;
+        let header = JobHeader {
+            job: job.id,
+            env: job.env.clone(),
+            verb: job.verb.clone(),
+            args: job.args.clone(),
+            who: job.who.clone(),
+        };
+        let redactor = Arc::new(self.runtime.redactor());
+        let mut progress = Progress::new();
+        progress.started = job.state != JobState::Queued;
+        let first = Report::in_progress(&header, &progress, 0).redacted(&redactor);
+        let (tx, rx) = watch::channel(first);
+        let runtime = self.runtime.clone();
+        let done = Box::pin(async move {
+            loop {
+                if let Ok(Some(j)) = runtime.store().job(id)
+                    && j.state.is_finished()
+                {
+                    let mut summary: JobSummary = j
+                        .result
+                        .clone()
+                        .and_then(|r| serde_json::from_value(r).ok())
+                        .unwrap_or_default();
+                    summary.job = j.id;
+                    summary.env = j.env.clone();
+                    summary.verb = j.verb.clone();
+                    summary.args = j.args.clone();
+                    summary.who = j.who.clone();
+                    summary.state = Some(j.state);
+                    if summary.error.is_none() {
+                        summary.error = j.error.clone();
+                    }
+                    return summary;
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        });
+        let chat = self.clone();
+        let follow_redactor = Arc::clone(&redactor);
+        tokio::spawn(async move {
+            chat.follow(header, progress, events, done, tx, None, follow_redactor)
+                .await
+        });
+        Ok(Follow {
+            job: job.id,
+            env: job.env,
+            redactor,
+            rx,
+            first: true,
+            done: false,
+        })
+    }
+
     /// The lock check, then submit, then follow.
     fn submit(
         &self,
@@ -631,12 +690,13 @@ impl Chat {
         let (tx, rx) = watch::channel(first);
         let chat = self.clone();
         let follow_redactor = Arc::clone(redactor);
+        let done = Box::pin(handle.wait());
         tokio::spawn(async move {
             chat.follow(
                 header,
                 progress,
                 events,
-                handle,
+                done,
                 tx,
                 audit_id,
                 follow_redactor,
@@ -661,14 +721,13 @@ impl Chat {
         header: JobHeader,
         mut progress: Progress,
         mut events: tokio::sync::broadcast::Receiver<crate::runtime::JobEvent>,
-        handle: crate::runtime::JobHandle,
+        done: std::pin::Pin<Box<dyn std::future::Future<Output = JobSummary> + Send>>,
         tx: watch::Sender<Report>,
         audit_id: Option<i64>,
         redactor: Arc<Redactor>,
     ) {
         let started = tokio::time::Instant::now();
-        let wait = handle.wait();
-        tokio::pin!(wait);
+        let mut wait = done;
         let mut tick = tokio::time::interval(TICK);
         tick.tick().await;
         let summary = loop {

@@ -12,6 +12,7 @@
 
 pub mod access;
 pub mod attention;
+pub mod channels;
 pub mod chat;
 pub mod coalesce;
 pub mod command;
