@@ -1656,6 +1656,25 @@ impl Runtime {
             .unwrap_or_default()
     }
 
+    /// Add the secret-named values among `pairs` to what the environment's
+    /// jobs mask, and to this job's redactor.
+    fn learn_secrets(&self, ctx: &JobCtx, pairs: &[(String, String)]) {
+        let Ok(env) = self.inner.marvin.project.environment(&ctx.env) else {
+            return;
+        };
+        let mut learned = self.inner.learned_secrets.lock().expect("secrets lock");
+        let known = learned.entry(ctx.env.clone()).or_default();
+        for value in crate::redact::secret_values(env, pairs) {
+            if !known.contains(&value) {
+                known.push(value);
+            }
+        }
+        let mut values = known.clone();
+        values.extend(crate::redact::secret_values(env, &[]));
+        *ctx.redactor.lock().expect("redactor lock") =
+            Arc::new(crate::redact::Redactor::new(values));
+    }
+
     async fn run_task(
         &self,
         ctx: &Arc<JobCtx>,
@@ -1665,6 +1684,9 @@ impl Runtime {
         ctx.step("task");
         let desired = self.last_desired(ctx);
         let spec = self.task_spec(ctx, task, args, &desired)?;
+        // The container sees these values: its output is masked with them too,
+        // also when no plan ran in this process before.
+        self.learn_secrets(ctx, &spec.env);
         if let Some(service) = &self
             .inner
             .marvin
