@@ -102,7 +102,9 @@ pub fn strip_mention(text: &str, bot_user: &str) -> String {
     out.push_str(rest);
     let text = out.split_whitespace().collect::<Vec<_>>().join(" ");
     // Slack escapes these three in message text.
-    text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    text.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
 }
 
 /// The event ids seen lately, so a retried event (Slack's `X-Slack-Retry-Num`,
@@ -198,10 +200,17 @@ mod tests {
             }
             command_of(&event(v), &bot())
         };
-        assert_eq!(dm(serde_json::json!({})).map(|i| i.text), Some("dev status".into()));
+        assert_eq!(
+            dm(serde_json::json!({})).map(|i| i.text),
+            Some("dev status".into())
+        );
         assert_eq!(dm(serde_json::json!({"bot_id": "B2"})), None, "another bot");
         assert_eq!(dm(serde_json::json!({"user": "UBOT"})), None, "itself");
-        assert_eq!(dm(serde_json::json!({"subtype": "message_changed"})), None, "an edit");
+        assert_eq!(
+            dm(serde_json::json!({"subtype": "message_changed"})),
+            None,
+            "an edit"
+        );
         assert_eq!(dm(serde_json::json!({"subtype": "bot_message"})), None);
         assert_eq!(
             dm(serde_json::json!({"channel_type": "channel", "channel": "C1"})),
@@ -222,10 +231,19 @@ mod tests {
     #[test]
     fn only_the_bots_own_mention_is_stripped() {
         assert_eq!(strip_mention("<@UBOT> dev build", "UBOT"), "dev build");
-        assert_eq!(strip_mention("<@UBOT|marvin>   dev   build", "UBOT"), "dev build");
-        assert_eq!(strip_mention("hey <@UBOT> lock dev <@U2>", "UBOT"), "hey lock dev <@U2>");
+        assert_eq!(
+            strip_mention("<@UBOT|marvin>   dev   build", "UBOT"),
+            "dev build"
+        );
+        assert_eq!(
+            strip_mention("hey <@UBOT> lock dev <@U2>", "UBOT"),
+            "hey lock dev <@U2>"
+        );
         assert_eq!(strip_mention("<@UBOT", "UBOT"), "<@UBOT");
-        assert_eq!(strip_mention("run x &lt;y&gt; &amp;", "UBOT"), "run x <y> &");
+        assert_eq!(
+            strip_mention("run x &lt;y&gt; &amp;", "UBOT"),
+            "run x <y> &"
+        );
     }
 
     #[test]

@@ -178,7 +178,11 @@ fn client(api_url: &str) -> Result<Client, SlackError> {
 }
 
 /// Ask Slack who the bot is (this also checks the bot token).
-async fn who_am_i(client: &Client, token: &SlackApiToken, url: &str) -> Result<BotIdentity, SlackError> {
+async fn who_am_i(
+    client: &Client,
+    token: &SlackApiToken,
+    url: &str,
+) -> Result<BotIdentity, SlackError> {
     let me = client
         .open_session(token)
         .auth_test()
@@ -198,7 +202,11 @@ async fn who_am_i(client: &Client, token: &SlackApiToken, url: &str) -> Result<B
 /// After shutdown, waits up to ten seconds for running jobs' status messages
 /// to get their last edit (cancel the jobs with
 /// [`marvin_core::runtime::Runtime::cancel_all`] to make that quick).
-pub async fn run(chat: Chat, cfg: SlackConfig, shutdown: CancellationToken) -> Result<(), SlackError> {
+pub async fn run(
+    chat: Chat,
+    cfg: SlackConfig,
+    shutdown: CancellationToken,
+) -> Result<(), SlackError> {
     if cfg.bot_token.trim().is_empty() {
         return Err(SlackError::MissingToken("SLACK_BOT_TOKEN"));
     }
@@ -227,7 +235,13 @@ pub async fn run(chat: Chat, cfg: SlackConfig, shutdown: CancellationToken) -> R
             if signing_secret.is_empty() {
                 return Err(SlackError::MissingToken("SLACK_SIGNING_SECRET"));
             }
-            events_api::serve(*addr, signing_secret.as_bytes(), responder.clone(), shutdown).await
+            events_api::serve(
+                *addr,
+                signing_secret.as_bytes(),
+                responder.clone(),
+                shutdown,
+            )
+            .await
         }
     };
     responder.drain(DRAIN).await;

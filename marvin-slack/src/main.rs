@@ -121,7 +121,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let mut cfg = SlackConfig::new(bot_token, listen);
     cfg.api_url = cli.api_url;
     let shutdown = CancellationToken::new();
-    let bot = tokio::spawn(marvin_slack::run(Chat::new(jobs.clone()), cfg, shutdown.clone()));
+    let bot = tokio::spawn(marvin_slack::run(
+        Chat::new(jobs.clone()),
+        cfg,
+        shutdown.clone(),
+    ));
     let stopped = async {
         #[cfg(unix)]
         {

@@ -51,7 +51,11 @@ impl Responder {
     /// Take one event: if it is new and a command, start answering it (in
     /// the background, so Slack gets its acknowledgement at once). `retry`
     /// is Slack's retry number, for the log. Returns whether a command started.
-    pub(crate) fn accept(self: &Arc<Self>, event: &SlackPushEventCallback, retry: Option<u32>) -> bool {
+    pub(crate) fn accept(
+        self: &Arc<Self>,
+        event: &SlackPushEventCallback,
+        retry: Option<u32>,
+    ) -> bool {
         let first = self
             .seen
             .lock()
@@ -73,8 +77,14 @@ impl Responder {
     /// Wait (at most `within`) for the commands being answered to finish.
     pub(crate) async fn drain(&self, within: Duration) {
         self.tasks.close();
-        if tokio::time::timeout(within, self.tasks.wait()).await.is_err() {
-            tracing::warn!("{} Slack replies still running at shutdown", self.tasks.len());
+        if tokio::time::timeout(within, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "{} Slack replies still running at shutdown",
+                self.tasks.len()
+            );
         }
     }
 
@@ -107,14 +117,22 @@ impl Responder {
             return;
         };
         let Some(ts) = self
-            .post(&command.channel, command.thread_ts.as_deref(), &render(&first))
+            .post(
+                &command.channel,
+                command.thread_ts.as_deref(),
+                &render(&first),
+            )
             .await
         else {
             // Nothing to edit: post the final report on its own.
             let last = follow.finish().await;
             if last != first {
-                self.post(&command.channel, command.thread_ts.as_deref(), &render(&last))
-                    .await;
+                self.post(
+                    &command.channel,
+                    command.thread_ts.as_deref(),
+                    &render(&last),
+                )
+                .await;
             }
             return;
         };
@@ -154,9 +172,15 @@ impl Responder {
     }
 
     /// `chat.postMessage`; the new message's `ts`, or `None` if Slack refused.
-    async fn post(&self, channel: &str, thread_ts: Option<&str>, msg: &SlackMessage) -> Option<String> {
-        let request = SlackApiChatPostMessageRequest::new(SlackChannelId(channel.into()), content(msg))
-            .opt_thread_ts(thread_ts.map(|t| SlackTs(t.into())));
+    async fn post(
+        &self,
+        channel: &str,
+        thread_ts: Option<&str>,
+        msg: &SlackMessage,
+    ) -> Option<String> {
+        let request =
+            SlackApiChatPostMessageRequest::new(SlackChannelId(channel.into()), content(msg))
+                .opt_thread_ts(thread_ts.map(|t| SlackTs(t.into())));
         match self
             .client
             .open_session(&self.token)
@@ -212,7 +236,10 @@ fn failure_log(report: &Report) -> Answer {
         text: if report.last_lines.is_empty() {
             format!("Job #{} failed; its log: {pointer}", report.job)
         } else {
-            format!("Last log lines of job #{}; the full log: {pointer}", report.job)
+            format!(
+                "Last log lines of job #{}; the full log: {pointer}",
+                report.job
+            )
         },
         block: (!report.last_lines.is_empty()).then(|| report.last_lines.join("\n")),
         mentions: Vec::new(),

@@ -89,19 +89,31 @@ mod tests {
     #[test]
     fn tampered_body_or_wrong_secret_is_a_mismatch() {
         let sig = sign(SECRET, NOW, b"{\"a\":1}");
-        assert_eq!(check(Some("1531420618"), Some(&sig), b"{\"a\":2}"), Err(SignatureError::Mismatch));
+        assert_eq!(
+            check(Some("1531420618"), Some(&sig), b"{\"a\":2}"),
+            Err(SignatureError::Mismatch)
+        );
         let other = sign(b"another secret", NOW, b"{\"a\":1}");
-        assert_eq!(check(Some("1531420618"), Some(&other), b"{\"a\":1}"), Err(SignatureError::Mismatch));
+        assert_eq!(
+            check(Some("1531420618"), Some(&other), b"{\"a\":1}"),
+            Err(SignatureError::Mismatch)
+        );
         // A signature for another timestamp does not carry over.
         let earlier = sign(SECRET, NOW - 1, b"{\"a\":1}");
-        assert_eq!(check(Some("1531420618"), Some(&earlier), b"{\"a\":1}"), Err(SignatureError::Mismatch));
+        assert_eq!(
+            check(Some("1531420618"), Some(&earlier), b"{\"a\":1}"),
+            Err(SignatureError::Mismatch)
+        );
     }
 
     #[test]
     fn timestamps_outside_five_minutes_are_refused_even_when_signed() {
         for ts in [NOW - WINDOW_SECS - 1, NOW + WINDOW_SECS + 1, 0] {
             let sig = sign(SECRET, ts, b"x");
-            assert!(matches!(check(Some(&ts.to_string()), Some(&sig), b"x"), Err(SignatureError::Stale(_))));
+            assert!(matches!(
+                check(Some(&ts.to_string()), Some(&sig), b"x"),
+                Err(SignatureError::Stale(_))
+            ));
         }
         for ts in [NOW - WINDOW_SECS, NOW + WINDOW_SECS] {
             let sig = sign(SECRET, ts, b"x");
@@ -112,11 +124,29 @@ mod tests {
     #[test]
     fn missing_or_malformed_headers_are_refused() {
         let sig = sign(SECRET, NOW, b"x");
-        assert_eq!(check(None, Some(&sig), b"x"), Err(SignatureError::BadTimestamp));
-        assert_eq!(check(Some("soon"), Some(&sig), b"x"), Err(SignatureError::BadTimestamp));
-        assert_eq!(check(Some("1531420618"), None, b"x"), Err(SignatureError::BadSignatureHeader));
-        assert_eq!(check(Some("1531420618"), Some("v1=00"), b"x"), Err(SignatureError::BadSignatureHeader));
-        assert_eq!(check(Some("1531420618"), Some("v0=zz"), b"x"), Err(SignatureError::BadSignatureHeader));
-        assert_eq!(check(Some("1531420618"), Some("v0=00"), b"x"), Err(SignatureError::Mismatch));
+        assert_eq!(
+            check(None, Some(&sig), b"x"),
+            Err(SignatureError::BadTimestamp)
+        );
+        assert_eq!(
+            check(Some("soon"), Some(&sig), b"x"),
+            Err(SignatureError::BadTimestamp)
+        );
+        assert_eq!(
+            check(Some("1531420618"), None, b"x"),
+            Err(SignatureError::BadSignatureHeader)
+        );
+        assert_eq!(
+            check(Some("1531420618"), Some("v1=00"), b"x"),
+            Err(SignatureError::BadSignatureHeader)
+        );
+        assert_eq!(
+            check(Some("1531420618"), Some("v0=zz"), b"x"),
+            Err(SignatureError::BadSignatureHeader)
+        );
+        assert_eq!(
+            check(Some("1531420618"), Some("v0=00"), b"x"),
+            Err(SignatureError::Mismatch)
+        );
     }
 }

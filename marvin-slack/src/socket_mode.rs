@@ -44,7 +44,11 @@ async fn on_push_event(
     _client: Arc<Client>,
     state: SlackClientEventsUserState,
 ) -> UserCallbackResult<()> {
-    let responder = state.read().await.get_user_state::<Arc<Responder>>().cloned();
+    let responder = state
+        .read()
+        .await
+        .get_user_state::<Arc<Responder>>()
+        .cloned();
     if let Some(responder) = responder {
         responder.accept(&event, None);
     }

@@ -46,7 +46,9 @@ fn main() -> Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     let (help, status) = runtime.block_on(latencies(&config, commands))?;
     let rss = runtime.block_on(idle_rss(&binary, &config, dir.path()))?;
-    println!("Slack event → first chat.postMessage, Socket Mode, {commands} commands each, one at a time");
+    println!(
+        "Slack event → first chat.postMessage, Socket Mode, {commands} commands each, one at a time"
+    );
     println!("{:<12} {:>9} {:>9} {:>9}", "command", "p50", "p99", "max");
     for (name, samples) in [("help", &help), ("dev status", &status)] {
         println!(
@@ -58,13 +60,21 @@ fn main() -> Result<()> {
     }
     println!(
         "idle marvin-slack ({}): VmRSS {rss:.1} MB",
-        if cfg!(debug_assertions) { "debug build" } else { "release build" }
+        if cfg!(debug_assertions) {
+            "debug build"
+        } else {
+            "release build"
+        }
     );
     if bench {
         let p99 = percentile(&help, 99.0).max(percentile(&status, 99.0));
         println!(
             "targets: p99 < {P99_TARGET_MS} ms: {}; RSS < {RSS_TARGET_MB} MB: {}",
-            if p99.as_secs_f64() * 1000.0 < P99_TARGET_MS { "met" } else { "MISSED" },
+            if p99.as_secs_f64() * 1000.0 < P99_TARGET_MS {
+                "met"
+            } else {
+                "MISSED"
+            },
             if rss < RSS_TARGET_MB { "met" } else { "MISSED" },
         );
     }
@@ -92,10 +102,18 @@ fn project(root: &Path) -> PathBuf {
 /// Send `n` of each command through the in-process front end; their latencies.
 async fn latencies(config: &Path, n: usize) -> Result<(Vec<Duration>, Vec<Duration>)> {
     let fake = FakeSlack::start().await;
-    let data = config.parent().ok_or("marvin.yml has a directory")?.join(".marvin");
+    let data = config
+        .parent()
+        .ok_or("marvin.yml has a directory")?
+        .join(".marvin");
     let engine = Arc::new(DockerEngine::connect()?);
     let marvin = Marvin::load(config, Some(data.clone()))?.with_engine(engine.clone());
-    let jobs = Runtime::new(marvin, engine, Store::open_in(&data)?, Arc::new(SystemClock))?;
+    let jobs = Runtime::new(
+        marvin,
+        engine,
+        Store::open_in(&data)?,
+        Arc::new(SystemClock),
+    )?;
     let mut cfg = SlackConfig::new(
         "xoxb-bench",
         Listen::SocketMode {
@@ -118,7 +136,11 @@ async fn latencies(config: &Path, n: usize) -> Result<(Vec<Duration>, Vec<Durati
             ));
             let calls = fake
                 .wait_for("the answer", Duration::from_secs(10), |calls| {
-                    calls.iter().filter(|c| c.method == "chat.postMessage").count() > before
+                    calls
+                        .iter()
+                        .filter(|c| c.method == "chat.postMessage")
+                        .count()
+                        > before
                 })
                 .await;
             let answer = calls
@@ -203,7 +225,14 @@ fn slack_binary() -> Result<PathBuf> {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
     let mut cargo = Command::new(env!("CARGO"));
     cargo
-        .args(["build", "--quiet", "-p", "marvin-slack", "--bin", "marvin-slack"])
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "marvin-slack",
+            "--bin",
+            "marvin-slack",
+        ])
         .arg("--manifest-path")
         .arg(&manifest)
         .arg("--target-dir")
@@ -212,7 +241,9 @@ fn slack_binary() -> Result<PathBuf> {
         cargo.arg("--release");
     }
     if !cargo.status()?.success() {
-        return Err("cannot build the marvin-slack binary (cargo build -p marvin-slack failed)".into());
+        return Err(
+            "cannot build the marvin-slack binary (cargo build -p marvin-slack failed)".into(),
+        );
     }
     let binary = profile_dir.join("marvin-slack");
     if !binary.is_file() {

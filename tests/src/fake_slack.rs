@@ -89,7 +89,9 @@ impl FakeSlack {
         let ws_shared = shared.clone();
         let ws_task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = ws.accept().await else { break };
+                let Ok((stream, _)) = ws.accept().await else {
+                    break;
+                };
                 let shared = ws_shared.clone();
                 tokio::spawn(serve_socket(stream, shared));
             }
@@ -108,12 +110,21 @@ impl FakeSlack {
 
     /// The calls of one method.
     pub fn calls_of(&self, method: &str) -> Vec<ApiCall> {
-        self.calls().into_iter().filter(|c| c.method == method).collect()
+        self.calls()
+            .into_iter()
+            .filter(|c| c.method == method)
+            .collect()
     }
 
     /// The envelope ids acknowledged over the websocket.
     pub fn acks(&self) -> Vec<String> {
-        self.shared.acks.lock().unwrap().iter().map(|(e, _)| e.clone()).collect()
+        self.shared
+            .acks
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(e, _)| e.clone())
+            .collect()
     }
 
     /// Forget the calls and acknowledgements so far.
@@ -123,7 +134,12 @@ impl FakeSlack {
     }
 
     /// Wait until `check` holds over the calls, or panic after `within` with what arrived.
-    pub async fn wait_for(&self, what: &str, within: Duration, check: impl Fn(&[ApiCall]) -> bool) -> Vec<ApiCall> {
+    pub async fn wait_for(
+        &self,
+        what: &str,
+        within: Duration,
+        check: impl Fn(&[ApiCall]) -> bool,
+    ) -> Vec<ApiCall> {
         let until = Instant::now() + within;
         loop {
             let notified = self.shared.changed.notified();
@@ -133,8 +149,14 @@ impl FakeSlack {
             }
             let left = until.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                let shown: Vec<String> = calls.iter().map(|c| format!("{} {}", c.method, c.body)).collect();
-                panic!("timed out waiting for {what}; the fake received:\n{}", shown.join("\n"));
+                let shown: Vec<String> = calls
+                    .iter()
+                    .map(|c| format!("{} {}", c.method, c.body))
+                    .collect();
+                panic!(
+                    "timed out waiting for {what}; the fake received:\n{}",
+                    shown.join("\n")
+                );
             }
             let _ = tokio::time::timeout(left.min(Duration::from_millis(200)), notified).await;
         }
@@ -144,7 +166,10 @@ impl FakeSlack {
     pub async fn wait_connected(&self, within: Duration) {
         let until = Instant::now() + within;
         while self.shared.sockets.lock().unwrap().is_empty() {
-            assert!(Instant::now() < until, "no Socket Mode client connected within {within:?}");
+            assert!(
+                Instant::now() < until,
+                "no Socket Mode client connected within {within:?}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -153,7 +178,10 @@ impl FakeSlack {
     pub async fn wait_ack(&self, id: &str, within: Duration) {
         let until = Instant::now() + within;
         while !self.acks().iter().any(|a| a == id) {
-            assert!(Instant::now() < until, "envelope {id} was not acknowledged within {within:?}");
+            assert!(
+                Instant::now() < until,
+                "envelope {id} was not acknowledged within {within:?}"
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -271,7 +299,11 @@ async fn serve_socket(stream: tokio::net::TcpStream, shared: Arc<Shared>) {
         "connection_info": { "app_id": "A1" },
         "debug_info": { "host": "fake-slack", "approximate_connection_time": 18060 }
     });
-    if write.send(WsMessage::Text(hello.to_string().into())).await.is_err() {
+    if write
+        .send(WsMessage::Text(hello.to_string().into()))
+        .await
+        .is_err()
+    {
         return;
     }
     shared.sockets.lock().unwrap().push(tx);

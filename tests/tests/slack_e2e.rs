@@ -14,8 +14,7 @@ use marvin_core::runtime::{JobSummary, Runtime};
 use marvin_core::store::{JobState, Store};
 use marvin_slack::{Listen, SlackConfig, SlackError};
 use marvin_tests::fake_slack::{
-    ApiCall, FakeSlack, envelope, event_callback, mention, post_event, signed_headers,
-    unix_now,
+    ApiCall, FakeSlack, envelope, event_callback, mention, post_event, signed_headers, unix_now,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -55,8 +54,14 @@ impl Bot {
         .await;
         let until = Instant::now() + Duration::from_secs(20);
         while tokio::net::TcpStream::connect(addr).await.is_err() {
-            assert!(Instant::now() < until, "the Events API listener did not come up on {addr}");
-            assert!(!bot.task.is_finished(), "the front end stopped before listening");
+            assert!(
+                Instant::now() < until,
+                "the Events API listener did not come up on {addr}"
+            );
+            assert!(
+                !bot.task.is_finished(),
+                "the front end stopped before listening"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         (bot, addr)
@@ -137,11 +142,16 @@ async fn socket_mode_mention_builds_on_the_engine_and_edits_one_status_message()
     let calls = bot
         .fake
         .wait_for("the final report", JOB_WAIT, |calls| {
-            calls.iter().any(|c| is_final_update(c, "succeeded") || is_final_update(c, "failed"))
+            calls
+                .iter()
+                .any(|c| is_final_update(c, "succeeded") || is_final_update(c, "failed"))
         })
         .await;
 
-    let posts: Vec<&ApiCall> = calls.iter().filter(|c| c.method == "chat.postMessage").collect();
+    let posts: Vec<&ApiCall> = calls
+        .iter()
+        .filter(|c| c.method == "chat.postMessage")
+        .collect();
     let updates: Vec<&ApiCall> = calls.iter().filter(|c| c.method == "chat.update").collect();
     assert_eq!(posts.len(), 1, "one status message: {posts:#?}");
     let post = posts[0];
@@ -152,10 +162,16 @@ async fn socket_mode_mention_builds_on_the_engine_and_edits_one_status_message()
         .iter()
         .position(|c| c.method == "chat.postMessage")
         .expect("posted");
-    assert!(calls.iter().take(ts).all(|c| c.method != "chat.update"), "an edit came before the post");
+    assert!(
+        calls.iter().take(ts).all(|c| c.method != "chat.update"),
+        "an edit came before the post"
+    );
     for u in &updates {
         assert_eq!(u.json["channel"], "C1");
-        assert_eq!(u.json["ts"], "1700000001.000001", "edits the status message");
+        assert_eq!(
+            u.json["ts"], "1700000001.000001",
+            "edits the status message"
+        );
     }
     for pair in updates.windows(2) {
         let gap = pair[1].at - pair[0].at;
@@ -174,12 +190,22 @@ async fn socket_mode_mention_builds_on_the_engine_and_edits_one_status_message()
     assert!(text.contains("succeeded"), "{text}");
     assert!(text.contains(&format!("#{}", job[0].id)), "{text}");
     for commit in &summary.commits {
-        assert!(text.contains(&commit.id[..7]), "commit {} missing: {text}", commit.id);
+        assert!(
+            text.contains(&commit.id[..7]),
+            "commit {} missing: {text}",
+            commit.id
+        );
         assert!(text.contains(&commit.subject), "{text}");
     }
-    assert!(text.contains(&format!("built {}", summary.built.len())), "{text}");
+    assert!(
+        text.contains(&format!("built {}", summary.built.len())),
+        "{text}"
+    );
     assert!(summary.built.len() == 5, "{summary:?}");
-    assert!(text.contains(&format!("reused {}", summary.reused.len())), "{text}");
+    assert!(
+        text.contains(&format!("reused {}", summary.reused.len())),
+        "{text}"
+    );
     assert_eq!(bot.fake.acks(), vec!["env-1"]);
     bot.stop().await;
 }
@@ -191,34 +217,72 @@ async fn events_api_verifies_signatures_and_starts_a_retried_event_once() {
 
     // Slack's URL check is answered with its challenge.
     let challenge = r#"{"type":"url_verification","challenge":"3eZbrw1aB","token":"t"}"#;
-    let (status, body) = post_event(addr, challenge, &signed_headers(SIGNING_SECRET, unix_now(), challenge)).await;
+    let (status, body) = post_event(
+        addr,
+        challenge,
+        &signed_headers(SIGNING_SECRET, unix_now(), challenge),
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("3eZbrw1aB"), "{body}");
 
-    let command = |id: &str| event_callback(id, mention("U1", "C1", "<@UBOT> dev run nap 1")).to_string();
+    let command =
+        |id: &str| event_callback(id, mention("U1", "C1", "<@UBOT> dev run nap 1")).to_string();
     // A wrong signature, a stale timestamp, a missing signature: 401, nothing starts.
     let forged = command("EvForged");
-    let (status, _) = post_event(addr, &forged, &signed_headers("not the secret", unix_now(), &forged)).await;
+    let (status, _) = post_event(
+        addr,
+        &forged,
+        &signed_headers("not the secret", unix_now(), &forged),
+    )
+    .await;
     assert_eq!(status, 401, "a request signed with another secret");
     let stale = command("EvStale");
     let old = unix_now() - 301;
     let (status, _) = post_event(addr, &stale, &signed_headers(SIGNING_SECRET, old, &stale)).await;
-    assert_eq!(status, 401, "a correctly signed request older than 5 minutes");
+    assert_eq!(
+        status, 401,
+        "a correctly signed request older than 5 minutes"
+    );
     let tampered_body = command("EvTampered");
     let headers = signed_headers(SIGNING_SECRET, unix_now(), &tampered_body);
     let (status, _) = post_event(addr, &tampered_body.replace("nap 1", "nap 2"), &headers).await;
     assert_eq!(status, 401, "a body changed after signing");
-    let (status, _) = post_event(addr, &stale, &[("X-Slack-Request-Timestamp", unix_now().to_string())]).await;
+    let (status, _) = post_event(
+        addr,
+        &stale,
+        &[("X-Slack-Request-Timestamp", unix_now().to_string())],
+    )
+    .await;
     assert_eq!(status, 401, "no signature");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(store(&fx).jobs(&fx.project, None, 10).expect("list jobs").is_empty(), "a rejected request started a job");
-    assert!(bot.fake.calls_of("chat.postMessage").is_empty(), "a rejected request was answered");
-    let audit = store(&fx).audit_log(&fx.project, 10).expect("the audit log");
-    assert!(audit.is_empty(), "a rejected request reached the dispatcher: {audit:?}");
+    assert!(
+        store(&fx)
+            .jobs(&fx.project, None, 10)
+            .expect("list jobs")
+            .is_empty(),
+        "a rejected request started a job"
+    );
+    assert!(
+        bot.fake.calls_of("chat.postMessage").is_empty(),
+        "a rejected request was answered"
+    );
+    let audit = store(&fx)
+        .audit_log(&fx.project, 10)
+        .expect("the audit log");
+    assert!(
+        audit.is_empty(),
+        "a rejected request reached the dispatcher: {audit:?}"
+    );
 
     // A signed event starts a job; Slack's retry of it (same event_id) does not.
     let good = command("EvGood");
-    let (status, _) = post_event(addr, &good, &signed_headers(SIGNING_SECRET, unix_now(), &good)).await;
+    let (status, _) = post_event(
+        addr,
+        &good,
+        &signed_headers(SIGNING_SECRET, unix_now(), &good),
+    )
+    .await;
     assert_eq!(status, 200);
     let mut retry_headers = signed_headers(SIGNING_SECRET, unix_now(), &good);
     retry_headers.push(("X-Slack-Retry-Num", "1".to_string()));
@@ -227,12 +291,18 @@ async fn events_api_verifies_signatures_and_starts_a_retried_event_once() {
     assert_eq!(status, 200, "a retry is acknowledged");
     bot.fake
         .wait_for("the final report", JOB_WAIT, |calls| {
-            calls.iter().any(|c| is_final_update(c, "succeeded") || is_final_update(c, "failed"))
+            calls
+                .iter()
+                .any(|c| is_final_update(c, "succeeded") || is_final_update(c, "failed"))
         })
         .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let jobs = store(&fx).jobs(&fx.project, None, 10).expect("list jobs");
-    assert_eq!(jobs.len(), 1, "one job for an event and its retry: {jobs:?}");
+    assert_eq!(
+        jobs.len(),
+        1,
+        "one job for an event and its retry: {jobs:?}"
+    );
     assert_eq!(jobs[0].state, JobState::Succeeded, "{:?}", jobs[0]);
     assert_eq!(jobs[0].who, "slack:U1");
     assert_eq!(jobs[0].origin, "slack:C1");
@@ -274,18 +344,28 @@ async fn a_secret_from_an_env_file_appears_in_no_message_log_line_or_audit_entry
         })
         .await;
     // Also a command that echoes the secret back is masked in the answer and the audit log.
-    bot.say(2, "U1", "C1", &format!("<@UBOT> dev logs {secret}")).await;
+    bot.say(2, "U1", "C1", &format!("<@UBOT> dev logs {secret}"))
+        .await;
     let calls_after = bot
         .fake
-        .wait_for("the answer to the echoed secret", Duration::from_secs(30), |c| c.len() > calls.len())
+        .wait_for(
+            "the answer to the echoed secret",
+            Duration::from_secs(30),
+            |c| c.len() > calls.len(),
+        )
         .await;
 
-    let jobs = store(&fx).jobs(&fx.project, Some("dev"), 10).expect("list jobs");
+    let jobs = store(&fx)
+        .jobs(&fx.project, Some("dev"), 10)
+        .expect("list jobs");
     assert_eq!(jobs.len(), 2, "{jobs:?}");
     assert_eq!(jobs[0].verb, "run");
     assert_eq!(jobs[0].state, JobState::Failed);
     let logs = store(&fx).logs(jobs[0].id, None).expect("the job's log");
-    let log_text: Vec<String> = logs.iter().map(|l| format!("{} {}", l.stream, l.line)).collect();
+    let log_text: Vec<String> = logs
+        .iter()
+        .map(|l| format!("{} {}", l.stream, l.line))
+        .collect();
     let thread = calls
         .iter()
         .find(|c| c.json["thread_ts"].is_string())
@@ -295,14 +375,30 @@ async fn a_secret_from_an_env_file_appears_in_no_message_log_line_or_audit_entry
         "the task ran: {}",
         log_text.join("\n")
     );
-    assert!(shown(thread).contains("API_TOKEN=***"), "the leaked line is shown masked: {}", shown(thread));
-    assert!(shown(thread).contains(&format!("marvin logs dev {}", jobs[0].id)), "{}", shown(thread));
+    assert!(
+        shown(thread).contains("API_TOKEN=***"),
+        "the leaked line is shown masked: {}",
+        shown(thread)
+    );
+    assert!(
+        shown(thread).contains(&format!("marvin logs dev {}", jobs[0].id)),
+        "{}",
+        shown(thread)
+    );
 
     for c in &calls_after {
-        assert!(!c.body.contains(&secret), "the secret reached Slack in {}: {}", c.method, c.body);
+        assert!(
+            !c.body.contains(&secret),
+            "the secret reached Slack in {}: {}",
+            c.method,
+            c.body
+        );
     }
     for frame in bot.fake.frames() {
-        assert!(!frame.contains(&secret), "the secret went over the websocket: {frame}");
+        assert!(
+            !frame.contains(&secret),
+            "the secret went over the websocket: {frame}"
+        );
     }
     assert!(
         log_text.iter().any(|l| l.contains("API_TOKEN=***")),
@@ -310,13 +406,25 @@ async fn a_secret_from_an_env_file_appears_in_no_message_log_line_or_audit_entry
         log_text.join("\n")
     );
     for l in &logs {
-        assert!(!l.line.contains(&secret), "the secret is in the job log: {}", l.line);
+        assert!(
+            !l.line.contains(&secret),
+            "the secret is in the job log: {}",
+            l.line
+        );
     }
-    let audit = store(&fx).audit_log(&fx.project, 100).expect("the audit log");
+    let audit = store(&fx)
+        .audit_log(&fx.project, 100)
+        .expect("the audit log");
     assert!(audit.len() >= 2, "{audit:?}");
     let audit_json = serde_json::to_string(&audit).expect("audit entries serialise");
-    assert!(!audit_json.contains(&secret), "the secret is in the audit log: {audit_json}");
-    assert!(audit_json.contains("***"), "the echoed secret is audited masked: {audit_json}");
+    assert!(
+        !audit_json.contains(&secret),
+        "the secret is in the audit log: {audit_json}"
+    );
+    assert!(
+        audit_json.contains("***"),
+        "the echoed secret is audited masked: {audit_json}"
+    );
     bot.stop().await;
 }
 
@@ -345,8 +453,16 @@ async fn a_viewers_build_is_refused_and_audited_as_denied() {
     assert_eq!(answer.json["channel"], "C9");
     let text = text_of(answer);
     assert!(text.contains("viewer"), "the refusal says why: {text}");
-    assert!(store(&fx).jobs(&fx.project, None, 10).expect("list jobs").is_empty(), "a viewer started a job");
-    let audit = store(&fx).audit_log(&fx.project, 10).expect("the audit log");
+    assert!(
+        store(&fx)
+            .jobs(&fx.project, None, 10)
+            .expect("list jobs")
+            .is_empty(),
+        "a viewer started a job"
+    );
+    let audit = store(&fx)
+        .audit_log(&fx.project, 10)
+        .expect("the audit log");
     let entry = audit
         .iter()
         .find(|e| e.who == "slack:UVIEW")
@@ -365,14 +481,22 @@ fn run_bin(dir: &std::path::Path, args: &[&str], env: &[(&str, &str)]) -> (Optio
         .env_remove("MARVIN_CONFIG")
         .env_remove(marvin_core::marvin::DATA_DIR_ENV)
         .env("RUST_BACKTRACE", "1");
-    for var in ["SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_API_URL"] {
+    for var in [
+        "SLACK_BOT_TOKEN",
+        "SLACK_APP_TOKEN",
+        "SLACK_SIGNING_SECRET",
+        "SLACK_API_URL",
+    ] {
         cmd.env_remove(var);
     }
     for (k, v) in env {
         cmd.env(k, v);
     }
     let out = cmd.output().expect("run marvin-slack");
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -397,20 +521,38 @@ fn the_binary_refuses_to_start_without_a_token_or_with_a_broken_marvin_yml() {
         &[("SLACK_BOT_TOKEN", "xoxb-secret-value")],
     );
     assert_ne!(code, Some(0), "{stderr}");
-    assert!(stderr.contains("SLACK_SIGNING_SECRET is not set"), "{stderr}");
-    assert!(!stderr.contains("xoxb-secret-value"), "a token was printed: {stderr}");
+    assert!(
+        stderr.contains("SLACK_SIGNING_SECRET is not set"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("xoxb-secret-value"),
+        "a token was printed: {stderr}"
+    );
 
     std::fs::write(
         &config,
         "project: p\nrepos:\n  app: { url: /x.git }\nenvironments:\n  dev:\n    branch: [main\n",
     )
     .expect("break marvin.yml");
-    let tokens = [("SLACK_BOT_TOKEN", "xoxb-secret-value"), ("SLACK_APP_TOKEN", "xapp-secret-value")];
+    let tokens = [
+        ("SLACK_BOT_TOKEN", "xoxb-secret-value"),
+        ("SLACK_APP_TOKEN", "xapp-secret-value"),
+    ];
     let (code, stderr) = run_bin(dir.path(), &[], &tokens);
     assert_ne!(code, Some(0), "{stderr}");
-    assert!(stderr.contains("marvin.yml:"), "Marvin's file:line error: {stderr}");
-    assert!(!stderr.contains("panicked") && !stderr.contains("backtrace"), "{stderr}");
-    assert!(!stderr.contains("secret-value"), "a token was printed: {stderr}");
+    assert!(
+        stderr.contains("marvin.yml:"),
+        "Marvin's file:line error: {stderr}"
+    );
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("secret-value"),
+        "a token was printed: {stderr}"
+    );
     let (code, stderr) = run_bin(dir.path(), &["-c", "/nonexistent/marvin.yml"], &tokens);
     assert_ne!(code, Some(0), "{stderr}");
     assert!(stderr.contains("/nonexistent/marvin.yml"), "{stderr}");
