@@ -14,7 +14,8 @@ use marvin_core::runtime::{JobSummary, Runtime};
 use marvin_core::store::{JobState, Store};
 use marvin_slack::{Listen, SlackConfig, SlackError};
 use marvin_tests::fake_slack::{
-    ApiCall, FakeSlack, envelope, event_callback, mention, post_event, signed_headers, unix_now,
+    self, ApiCall, FakeSlack, envelope, event_callback, mention, post_event, signed_headers,
+    unix_now,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -470,6 +471,79 @@ async fn a_viewers_build_is_refused_and_audited_as_denied() {
     assert_eq!(entry.decision, "denied", "{entry:?}");
     assert_eq!(entry.origin, "slack:C9");
     assert!(entry.command.contains("build"), "{entry:?}");
+
+    // Socket Mode sends the same event again (a retry): acknowledged, not answered twice.
+    bot.fake.send_frame(envelope(
+        "env-1-retry",
+        event_callback("Ev1", mention("UVIEW", "C9", "<@UBOT> dev build")),
+    ));
+    bot.fake
+        .wait_ack("env-1-retry", Duration::from_secs(10))
+        .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        bot.fake.calls_of("chat.postMessage").len(),
+        1,
+        "a retry was answered again"
+    );
+    let denied = store(&fx)
+        .audit_log(&fx.project, 10)
+        .expect("the audit log");
+    assert_eq!(denied.len(), 1, "a retry was audited again: {denied:?}");
+    bot.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_messages_are_answered_and_bots_are_ignored() {
+    let fx = Fixture::new("slack-dm", Options::default()).await;
+    let bot = Bot::socket_mode(&fx).await;
+    let send = |n: u32, event: serde_json::Value| {
+        let id = format!("env-{n}");
+        bot.fake
+            .send_frame(envelope(&id, event_callback(&format!("Ev{n}"), event)));
+        id
+    };
+    let mut from_bot = fake_slack::direct_message("U2", "D1", "dev build");
+    from_bot["bot_id"] = "B2".into();
+    let own = fake_slack::direct_message(fake_slack::BOT_USER, "D1", "dev build");
+    let in_channel = {
+        let mut m = fake_slack::direct_message("U1", "C1", "dev build");
+        m["channel_type"] = "channel".into();
+        m
+    };
+    for (n, event) in [(1, from_bot), (2, own), (3, in_channel)] {
+        let id = send(n, event);
+        bot.fake.wait_ack(&id, Duration::from_secs(10)).await;
+    }
+    let id = send(4, fake_slack::direct_message("U1", "D1", "help"));
+    bot.fake.wait_ack(&id, Duration::from_secs(10)).await;
+    let calls = bot
+        .fake
+        .wait_for("the answer to help", Duration::from_secs(30), |c| {
+            c.iter().any(|c| c.method == "chat.postMessage")
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let posts = bot.fake.calls_of("chat.postMessage");
+    assert_eq!(
+        posts.len(),
+        1,
+        "only the person's message is answered: {posts:#?}"
+    );
+    assert_eq!(posts[0].json["channel"], "D1");
+    assert!(
+        text_of(&posts[0]).contains("build"),
+        "help lists the verbs: {}",
+        text_of(&posts[0])
+    );
+    assert!(calls.iter().all(|c| c.method != "chat.update"));
+    assert!(
+        store(&fx)
+            .jobs(&fx.project, None, 10)
+            .expect("list jobs")
+            .is_empty(),
+        "a bot's message started a job"
+    );
     bot.stop().await;
 }
 
