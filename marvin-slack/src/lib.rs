@@ -210,6 +210,15 @@ pub async fn run(
     if cfg.bot_token.trim().is_empty() {
         return Err(SlackError::MissingToken("SLACK_BOT_TOKEN"));
     }
+    match &cfg.listen {
+        Listen::SocketMode { app_token } if app_token.trim().is_empty() => {
+            return Err(SlackError::MissingToken("SLACK_APP_TOKEN"));
+        }
+        Listen::EventsApi { signing_secret, .. } if signing_secret.is_empty() => {
+            return Err(SlackError::MissingToken("SLACK_SIGNING_SECRET"));
+        }
+        _ => {}
+    }
     let client = Arc::new(client(&cfg.api_url)?);
     let token = SlackApiToken::new(SlackApiTokenValue(cfg.bot_token.trim().to_string()));
     let bot = who_am_i(&client, &token, &cfg.api_url).await?;
@@ -223,18 +232,12 @@ pub async fn run(
     ));
     let result = match &cfg.listen {
         Listen::SocketMode { app_token } => {
-            if app_token.trim().is_empty() {
-                return Err(SlackError::MissingToken("SLACK_APP_TOKEN"));
-            }
             socket_mode::serve(client, app_token.trim(), responder.clone(), shutdown).await
         }
         Listen::EventsApi {
             addr,
             signing_secret,
         } => {
-            if signing_secret.is_empty() {
-                return Err(SlackError::MissingToken("SLACK_SIGNING_SECRET"));
-            }
             events_api::serve(
                 *addr,
                 signing_secret.as_bytes(),
