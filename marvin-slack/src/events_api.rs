@@ -2,8 +2,9 @@
 //! ([`crate::signature::verify`]: HMAC-SHA256 of `v0:{timestamp}:{raw body}`,
 //! five-minute window, constant-time compare) before its body is even
 //! parsed; a request that fails gets 401 and starts nothing. slack-morphism's
-//! own events layer is not used: its rejection is not a plain 401, and the
-//! check is short enough to own.
+//! own events layer is not used: it sends a failed check to the listener's
+//! one error handler, which picks the status for every kind of error alike,
+//! whereas here the 401 path is explicit and the check a pure, tested function.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
