@@ -5,6 +5,8 @@
 //! Everything lives in a [`tempfile::TempDir`], removed when the fixture drops.
 //! The `git` command is required: a missing `git` fails loudly.
 
+pub mod fake_slack;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -158,7 +160,19 @@ pub const DEAD_DOCKER_HOST: &str = "unix:///nonexistent.sock";
 /// (`target/debug/deps/<test>` → `target/debug/marvin`). `cargo test
 /// --workspace` builds it; `cargo test -p marvin-tests` alone does not.
 pub fn marvin_bin() -> PathBuf {
-    if let Some(path) = std::env::var_os("CARGO_BIN_EXE_marvin") {
+    workspace_bin("marvin", "marvin-cli")
+}
+
+/// The `marvin-slack` binary of this build (see [`workspace_bin`]).
+pub fn slack_bin() -> PathBuf {
+    workspace_bin("marvin-slack", "marvin-slack")
+}
+
+/// A binary of this workspace's build, found like [`marvin_bin`]:
+/// `$CARGO_BIN_EXE_<name>`, else `<name>` beside the test's target directory.
+/// `package` names the crate to build when it is missing.
+pub fn workspace_bin(name: &str, package: &str) -> PathBuf {
+    if let Some(path) = std::env::var_os(format!("CARGO_BIN_EXE_{name}")) {
         return PathBuf::from(path);
     }
     let exe = std::env::current_exe().expect("the test knows its own path");
@@ -166,10 +180,10 @@ pub fn marvin_bin() -> PathBuf {
         .parent()
         .and_then(Path::parent)
         .expect("test executables live in <target>/<profile>/deps/");
-    let bin = profile_dir.join(format!("marvin{}", std::env::consts::EXE_SUFFIX));
+    let bin = profile_dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
     assert!(
         bin.is_file(),
-        "the `marvin` binary is not at {}: build it with `cargo build -p marvin-cli` or run `cargo test --workspace`",
+        "the `{name}` binary is not at {}: build it with `cargo build -p {package}` or run `cargo test --workspace`",
         bin.display()
     );
     bin
