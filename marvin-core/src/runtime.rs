@@ -625,6 +625,24 @@ impl Runtime {
         Ok(JobHandle { id: job.id, done })
     }
 
+    /// Add the secret values among `pairs` (a container's environment) to
+    /// what this job and the runtime mask.
+    fn learn_secrets(&self, ctx: &JobCtx, pairs: &[(String, String)]) {
+        let Ok(env) = self.inner.marvin.project.environment(&ctx.env) else {
+            return;
+        };
+        let mut learned = self.inner.learned_secrets.lock().expect("secrets lock");
+        let values = learned.entry(ctx.env.clone()).or_default();
+        for v in crate::redact::secret_values(env, pairs) {
+            if !values.contains(&v) {
+                values.push(v);
+            }
+        }
+        let mut all = crate::redact::secret_values(env, &[]);
+        all.extend(values.iter().cloned());
+        *ctx.redactor.lock().expect("redactor lock") = Arc::new(crate::redact::Redactor::new(all));
+    }
+
     /// A redactor for what marvin.yml alone says is secret in an environment
     /// (its `env` and `vars`); plans add the values from env files.
     fn secrets_of(&self, env: &str) -> crate::redact::Redactor {
@@ -1557,6 +1575,9 @@ impl Runtime {
         task: &str,
         spec: &ContainerSpec,
     ) -> Result<i64, StepError> {
+        // A task started from a recorded deployment (`run`) gets no plan to
+        // learn its env-file values from: learn them here, before it logs.
+        self.learn_secrets(ctx, &spec.env);
         let stream = format!("task:{task}");
         let log_ctx = Arc::clone(ctx);
         let stream_for_log = stream.clone();
