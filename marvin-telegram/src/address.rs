@@ -87,7 +87,12 @@ fn strip_mention_by_words(text: &str, needle: &str) -> Option<String> {
         .filter(|(i, _)| *i != at)
         .map(|(_, w)| *w)
         .collect();
-    Some(rest.join(" ").trim_start_matches([':', ',']).trim().to_string())
+    Some(
+        rest.join(" ")
+            .trim_start_matches([':', ','])
+            .trim()
+            .to_string(),
+    )
 }
 
 fn is_name_char(c: Option<char>) -> bool {
@@ -181,20 +186,38 @@ mod tests {
     #[test]
     fn group_messages_count_only_when_they_mention_the_bot_or_are_commands() {
         assert_eq!(text_of(&group("dev build")), None);
-        assert_eq!(text_of(&group("@marvin_bot dev build")).as_deref(), Some("dev build"));
-        assert_eq!(text_of(&group("@Marvin_Bot: dev build")).as_deref(), Some("dev build"));
-        assert_eq!(text_of(&group("please @marvin_bot dev build")).as_deref(), Some("please dev build"));
+        assert_eq!(
+            text_of(&group("@marvin_bot dev build")).as_deref(),
+            Some("dev build")
+        );
+        assert_eq!(
+            text_of(&group("@Marvin_Bot: dev build")).as_deref(),
+            Some("dev build")
+        );
+        assert_eq!(
+            text_of(&group("please @marvin_bot dev build")).as_deref(),
+            Some("please dev build")
+        );
         assert_eq!(text_of(&group("@marvin_bot_two dev build")), None);
         assert_eq!(text_of(&group("/build dev")).as_deref(), Some("/build dev"));
-        assert_eq!(text_of(&group("/build@marvin_bot dev")).as_deref(), Some("/build@marvin_bot dev"));
+        assert_eq!(
+            text_of(&group("/build@marvin_bot dev")).as_deref(),
+            Some("/build@marvin_bot dev")
+        );
         // Left for the parser to refuse as another bot's.
-        assert_eq!(text_of(&group("/build@other_bot dev")).as_deref(), Some("/build@other_bot dev"));
+        assert_eq!(
+            text_of(&group("/build@other_bot dev")).as_deref(),
+            Some("/build@other_bot dev")
+        );
     }
 
     #[test]
     fn private_chats_take_plain_text() {
         assert_eq!(text_of(&private("dev build")).as_deref(), Some("dev build"));
-        assert_eq!(text_of(&private("@marvin_bot dev build")).as_deref(), Some("dev build"));
+        assert_eq!(
+            text_of(&private("@marvin_bot dev build")).as_deref(),
+            Some("dev build")
+        );
         assert_eq!(text_of(&private("   ")), None);
     }
 

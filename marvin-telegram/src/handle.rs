@@ -76,7 +76,10 @@ impl Handler {
             to: m.chat.id,
             reply_to: m.id,
         };
-        let mut tasks = self.tasks.lock().expect("the task set lock is never poisoned");
+        let mut tasks = self
+            .tasks
+            .lock()
+            .expect("the task set lock is never poisoned");
         while tasks.try_join_next().is_some() {}
         tasks.spawn(async move {
             let reply = post.chat.handle(&message).await;
@@ -87,7 +90,10 @@ impl Handler {
     /// Wait up to `within` for the replies still being posted.
     pub(crate) async fn drain(&self, within: Duration) {
         let mut tasks = std::mem::take(
-            &mut *self.tasks.lock().expect("the task set lock is never poisoned"),
+            &mut *self
+                .tasks
+                .lock()
+                .expect("the task set lock is never poisoned"),
         );
         if tasks.is_empty() {
             return;

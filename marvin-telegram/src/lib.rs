@@ -170,7 +170,10 @@ pub async fn run(
         .build()
         .map_err(|e| api_error(&cfg, "the HTTP client", &e))?;
     let bot = Bot::with_client(cfg.token.clone(), client).set_api_url(cfg.api_url.clone());
-    let me = bot.get_me().await.map_err(|e| api_error(&cfg, "getMe", &e))?;
+    let me = bot
+        .get_me()
+        .await
+        .map_err(|e| api_error(&cfg, "getMe", &e))?;
     let username = me.user.username.clone().ok_or(TelegramError::NoUsername)?;
     tracing::info!(
         "signed in as @{username} at {}; project {}",
@@ -250,7 +253,11 @@ async fn poll(
     }
 }
 
-fn api_error(cfg: &TelegramConfig, method: &'static str, e: &dyn std::fmt::Display) -> TelegramError {
+fn api_error(
+    cfg: &TelegramConfig,
+    method: &'static str,
+    e: &dyn std::fmt::Display,
+) -> TelegramError {
     let detail = mask_token(&e.to_string(), &cfg.token);
     if detail.contains("Invalid bot token") || detail.contains("Unauthorized") {
         return TelegramError::Unauthorized {

@@ -114,7 +114,12 @@ async fn run(cli: Cli, token: String) -> anyhow::Result<()> {
         .context("the Docker engine does not answer (is it running? is DOCKER_HOST right?)")?;
     let engine: Arc<dyn Engine> = Arc::new(engine);
     let store = Store::open_in(&marvin.data_dir)?;
-    let runtime = Runtime::new(marvin.with_engine(engine.clone()), engine, store, Arc::new(SystemClock))?;
+    let runtime = Runtime::new(
+        marvin.with_engine(engine.clone()),
+        engine,
+        store,
+        Arc::new(SystemClock),
+    )?;
     let chat = Chat::new(runtime.clone());
     let shutdown = CancellationToken::new();
     tokio::spawn({
