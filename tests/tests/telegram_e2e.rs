@@ -374,18 +374,28 @@ async fn long_polling_build_posts_a_report_and_edits_it_to_the_final_summary() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_repeated_update_starts_one_job_and_other_bots_commands_get_no_answer() {
-    let fx = Fixture::new("tg-dedup", Options::default()).await;
+    // The group is bound to dev in marvin.yml: commands there imply it.
+    let fx = Fixture::new(
+        "tg-dedup",
+        Options {
+            dev_yaml: format!("    channels: [\"telegram:{GROUP}\"]\n"),
+            ..Options::default()
+        },
+    )
+    .await;
     let fake = FakeApi::start().await;
     let bot = RunningBot::start(&fx, &fake, Mode::Polling);
     // Another bot's command first, then one update delivered twice, then a
-    // mention in the group (answered at once, no job).
+    // mention in the bound group with no environment (answered at once).
     fake.push(&[
         update(20, GROUP, "/build@someotherbot dev"),
         update(21, PRIVATE, "/build dev"),
         update(21, PRIVATE, "/build dev"),
-        update(22, GROUP, &format!("@{BOT} dev status")),
+        update(22, GROUP, &format!("@{BOT} status")),
     ]);
-    fake.wait_for_post(GROUP, "dev").await;
+    // `status` with no environment: the group's binding says dev.
+    fake.wait_for_post(GROUP, &format!("dev ({})", fx.project))
+        .await;
     fake.wait_for_post(PRIVATE, "succeeded").await;
     let jobs = wait_until_finished(&fx, 1).await;
     // Give a second delivery every chance to have started something.
