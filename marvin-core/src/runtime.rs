@@ -1658,6 +1658,9 @@ impl Runtime {
         task: &str,
         spec: &ContainerSpec,
     ) -> Result<i64, StepError> {
+        // A task started from a recorded deployment (`run`) gets no plan to
+        // learn its env-file values from: learn them here, before it logs.
+        self.learn_secrets(ctx, &spec.env);
         let stream = format!("task:{task}");
         let log_ctx = Arc::clone(ctx);
         let stream_for_log = stream.clone();
@@ -1789,8 +1792,6 @@ impl Runtime {
             return Err(StepError::new("task", message));
         }
         let spec = self.task_spec(ctx, task, args, &desired)?;
-        // The task sees the deployed container's environment: mask its secrets.
-        self.learn_secrets(ctx, &spec.env);
         let code = self.run_task_container(ctx, task, &spec).await?;
         ctx.summary().exit_code = Some(code);
         if code != 0 {
