@@ -47,7 +47,9 @@ pub async fn serve(marvin: Marvin, options: ServeOptions) -> anyhow::Result<Exit
         let stop = shutdown.clone();
         tokio::spawn(async move { hub.run(stop).await })
     };
-    let posters: Vec<Arc<dyn Poster>> = Vec::new();
+    // The chat front ends whose tokens are set run inside this process, and
+    // lend their posters for notices and trigger-started jobs.
+    let (fronts, posters) = start_front_ends(&chat, &shutdown).await?;
     let notices_task = {
         let mut notices = hub.subscribe();
         let chat = chat.clone();
@@ -63,6 +65,7 @@ pub async fn serve(marvin: Marvin, options: ServeOptions) -> anyhow::Result<Exit
                     | Notice::Message { env, text } => format!("{env}: {text}"),
                 };
                 println!("{}", chat.runtime().redactor().redact(&line));
+                let posters: Vec<Arc<dyn Poster>> = posters.lock().expect("posters lock").clone();
                 marvin_core::channels::deliver(&chat, &posters, &n).await;
             }
         })
@@ -102,6 +105,9 @@ pub async fn serve(marvin: Marvin, options: ServeOptions) -> anyhow::Result<Exit
         let ids: Vec<String> = interrupted.iter().map(|j| format!("#{}", j.id)).collect();
         println!("marvin serve: recorded as interrupted: {}", ids.join(", "));
     }
+    // The chat front ends post their last edits (briefly: the jobs are over).
+    let all = futures_util::future::join_all(fronts);
+    let _ = tokio::time::timeout(Duration::from_secs(3), all).await;
     println!("marvin serve: stopped");
     Ok(ExitCode::SUCCESS)
 }
@@ -118,4 +124,139 @@ async fn wait_for_signal() {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
+}
+
+type Posters = Arc<std::sync::Mutex<Vec<Arc<dyn Poster>>>>;
+type Fronts = Vec<tokio::task::JoinHandle<()>>;
+
+/// Start Slack (when `SLACK_BOT_TOKEN` is set) and Telegram (when
+/// `TELEGRAM_BOT_TOKEN` is set) in this process. A front end that fails to
+/// start stops `serve` with its message; one that stops later is logged.
+async fn start_front_ends(
+    chat: &Chat,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<(Fronts, Posters)> {
+    let posters: Posters = Arc::default();
+    let mut fronts: Fronts = Vec::new();
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    if let Some(bot_token) = env("SLACK_BOT_TOKEN") {
+        let listen = if let Some(app_token) = env("SLACK_APP_TOKEN") {
+            marvin_slack::Listen::SocketMode { app_token }
+        } else if let (Some(signing_secret), Some(addr)) =
+            (env("SLACK_SIGNING_SECRET"), env("MARVIN_SLACK_EVENTS_ADDR"))
+        {
+            let addr = addr
+                .parse()
+                .with_context(|| format!("MARVIN_SLACK_EVENTS_ADDR `{addr}` is not an address"))?;
+            marvin_slack::Listen::EventsApi {
+                addr,
+                signing_secret,
+            }
+        } else {
+            anyhow::bail!(
+                "SLACK_BOT_TOKEN is set, but neither SLACK_APP_TOKEN (Socket Mode) nor SLACK_SIGNING_SECRET with MARVIN_SLACK_EVENTS_ADDR (Events API)"
+            );
+        };
+        let mut cfg = marvin_slack::SlackConfig::new(bot_token, listen);
+        if let Some(url) = env("SLACK_API_URL") {
+            cfg.api_url = url;
+        }
+        fronts.push(
+            start_one("Slack", chat, shutdown, &posters, move |chat, stop, tx| {
+                Box::pin(async move {
+                    marvin_slack::run_posting(chat, cfg, stop, Some(tx))
+                        .await
+                        .map_err(|e| e.to_string())
+                })
+            })
+            .await?,
+        );
+    }
+    if let Some(token) = env("TELEGRAM_BOT_TOKEN") {
+        let mut cfg = marvin_telegram::TelegramConfig::new(token, marvin_telegram::Mode::Polling);
+        if let Some(url) = env("TELEGRAM_API_URL") {
+            cfg.api_url = marvin_telegram::Url::parse(&url)
+                .with_context(|| format!("TELEGRAM_API_URL `{url}` is not a URL"))?;
+        }
+        fronts.push(
+            start_one(
+                "Telegram",
+                chat,
+                shutdown,
+                &posters,
+                move |chat, stop, tx| {
+                    Box::pin(async move {
+                        marvin_telegram::run_posting(chat, cfg, stop, Some(tx))
+                            .await
+                            .map_err(|e| e.to_string())
+                    })
+                },
+            )
+            .await?,
+        );
+    }
+    Ok((fronts, posters))
+}
+
+type Start = Box<
+    dyn FnOnce(
+            Chat,
+            CancellationToken,
+            tokio::sync::oneshot::Sender<Arc<dyn Poster>>,
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>
+        + Send,
+>;
+
+/// Run one front end; wait until it is connected (its poster arrives) or
+/// has failed.
+async fn start_one(
+    name: &'static str,
+    chat: &Chat,
+    shutdown: &CancellationToken,
+    posters: &Posters,
+    run: impl FnOnce(
+        Chat,
+        CancellationToken,
+        tokio::sync::oneshot::Sender<Arc<dyn Poster>>,
+    )
+        -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>
+    + Send
+    + 'static,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let run: Start = Box::new(run);
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let mut task = tokio::spawn(run(chat.clone(), shutdown.clone(), tx));
+    tokio::select! {
+        poster = rx => match poster {
+            Ok(p) => {
+                posters.lock().expect("posters lock").push(p);
+                println!("marvin serve: {name} connected");
+            }
+            Err(_) => {
+                let outcome = (&mut task).await;
+                let why = match outcome {
+                    Ok(Err(e)) => e,
+                    Ok(Ok(())) => "it stopped".into(),
+                    Err(e) => e.to_string(),
+                };
+                anyhow::bail!("{name} did not start: {why}");
+            }
+        },
+        outcome = &mut task => {
+            let why = match outcome {
+                Ok(Err(e)) => e,
+                Ok(Ok(())) => "it stopped".into(),
+                Err(e) => e.to_string(),
+            };
+            anyhow::bail!("{name} did not start: {why}");
+        }
+    }
+    Ok(tokio::spawn(async move {
+        match task.await {
+            Ok(Err(e)) => eprintln!("marvin serve: {name} stopped: {e}"),
+            Err(e) => eprintln!("marvin serve: {name} stopped: {e}"),
+            Ok(Ok(())) => {}
+        }
+    }))
 }

@@ -207,6 +207,19 @@ pub async fn run(
     cfg: SlackConfig,
     shutdown: CancellationToken,
 ) -> Result<(), SlackError> {
+    run_posting(chat, cfg, shutdown, None).await
+}
+
+/// [`run`], also handing out (once connected) a
+/// [`marvin_core::channels::Poster`] that posts to Slack channels on
+/// Marvin's own initiative — `marvin serve` uses it for trigger-started
+/// jobs and notices.
+pub async fn run_posting(
+    chat: Chat,
+    cfg: SlackConfig,
+    shutdown: CancellationToken,
+    poster: Option<tokio::sync::oneshot::Sender<Arc<dyn marvin_core::channels::Poster>>>,
+) -> Result<(), SlackError> {
     if cfg.bot_token.trim().is_empty() {
         return Err(SlackError::MissingToken("SLACK_BOT_TOKEN"));
     }
@@ -230,6 +243,11 @@ pub async fn run(
         bot,
         cfg.edit_interval,
     ));
+    if let Some(tx) = poster {
+        let _ = tx.send(Arc::new(respond::SlackPoster {
+            responder: responder.clone(),
+        }));
+    }
     let result = match &cfg.listen {
         Listen::SocketMode { app_token } => {
             socket_mode::serve(client, app_token.trim(), responder.clone(), shutdown).await

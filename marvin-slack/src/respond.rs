@@ -103,36 +103,27 @@ impl Responder {
                 self.post(&command.channel, command.thread_ts.as_deref(), &msg)
                     .await;
             }
-            Reply::Job(follow) => self.follow(&command, follow).await,
+            Reply::Job(follow) => {
+                self.follow(&command.channel, command.thread_ts.as_deref(), follow)
+                    .await
+            }
         }
     }
 
     /// Post the report, edit it as the job progresses (at most once per
     /// interval; the final report always), then the failure's log in the thread.
-    async fn follow(&self, command: &Incoming, mut follow: Follow) {
+    pub(crate) async fn follow(&self, channel: &str, thread_ts: Option<&str>, mut follow: Follow) {
         let options = RenderOptions::default();
         let redactor = follow.redactor.clone();
         let render = |r: &Report| render::slack(r, &options, &redactor);
         let Some(first) = follow.next().await else {
             return;
         };
-        let Some(ts) = self
-            .post(
-                &command.channel,
-                command.thread_ts.as_deref(),
-                &render(&first),
-            )
-            .await
-        else {
+        let Some(ts) = self.post(channel, thread_ts, &render(&first)).await else {
             // Nothing to edit: post the final report on its own.
             let last = follow.finish().await;
             if last != first {
-                self.post(
-                    &command.channel,
-                    command.thread_ts.as_deref(),
-                    &render(&last),
-                )
-                .await;
+                self.post(channel, thread_ts, &render(&last)).await;
             }
             return;
         };
@@ -147,14 +138,14 @@ impl Responder {
                         last = report;
                         shown = false;
                         if !last.is_final() && edited_at.elapsed() >= self.edit_interval {
-                            self.update(&command.channel, &ts, &render(&last), 1).await;
+                            self.update(channel, &ts, &render(&last), 1).await;
                             edited_at = Instant::now();
                             shown = true;
                         }
                     }
                 },
                 _ = tokio::time::sleep_until(edited_at + self.edit_interval), if !shown => {
-                    self.update(&command.channel, &ts, &render(&last), 1).await;
+                    self.update(channel, &ts, &render(&last), 1).await;
                     edited_at = Instant::now();
                     shown = true;
                 }
@@ -162,12 +153,11 @@ impl Responder {
         }
         if !shown {
             tokio::time::sleep_until(edited_at + self.edit_interval).await;
-            self.update(&command.channel, &ts, &render(&last), FINAL_TRIES)
-                .await;
+            self.update(channel, &ts, &render(&last), FINAL_TRIES).await;
         }
         if last.state == JobState::Failed {
             let msg = render::answer_slack(&failure_log(&last), &redactor);
-            self.post(&command.channel, Some(&ts), &msg).await;
+            self.post(channel, Some(&ts), &msg).await;
         }
     }
 
@@ -243,5 +233,37 @@ fn failure_log(report: &Report) -> Answer {
         },
         block: (!report.last_lines.is_empty()).then(|| report.last_lines.join("\n")),
         mentions: Vec::new(),
+    }
+}
+
+/// Posts to Slack channels on Marvin's own initiative (trigger-started jobs,
+/// notices) for `marvin serve`: the same messages as answers to commands.
+pub(crate) struct SlackPoster {
+    pub(crate) responder: Arc<Responder>,
+}
+
+#[async_trait::async_trait]
+impl marvin_core::channels::Poster for SlackPoster {
+    fn scheme(&self) -> &str {
+        "slack"
+    }
+
+    async fn notice(&self, channel: &str, text: &str) -> Result<(), String> {
+        let answer = Answer {
+            tone: Tone::Info,
+            text: text.to_string(),
+            block: None,
+            mentions: Vec::new(),
+        };
+        let msg = render::answer_slack(&answer, &self.responder.chat.runtime().redactor());
+        match self.responder.post(channel, None, &msg).await {
+            Some(_) => Ok(()),
+            None => Err(format!("chat.postMessage to {channel} failed")),
+        }
+    }
+
+    async fn job(&self, channel: &str, follow: Follow) -> Result<(), String> {
+        self.responder.follow(channel, None, follow).await;
+        Ok(())
     }
 }

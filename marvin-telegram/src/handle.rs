@@ -74,7 +74,7 @@ impl Handler {
             bot: self.bot.clone(),
             token: self.token.clone(),
             to: m.chat.id,
-            reply_to: m.id,
+            reply_to: Some(m.id),
         };
         let mut tasks = self
             .tasks
@@ -112,7 +112,7 @@ struct Post {
     bot: Bot,
     token: String,
     to: ChatId,
-    reply_to: MessageId,
+    reply_to: Option<MessageId>,
 }
 
 impl Post {
@@ -150,14 +150,21 @@ impl Post {
     }
 
     async fn send(&self, html: &str) -> Result<Message, RequestError> {
-        self.bot
+        let request = self
+            .bot
             .send_message(self.to, html)
-            .parse_mode(ParseMode::Html)
-            .reply_parameters(ReplyParameters {
-                allow_sending_without_reply: Some(true),
-                ..ReplyParameters::new(self.reply_to)
-            })
-            .await
+            .parse_mode(ParseMode::Html);
+        match self.reply_to {
+            Some(id) => {
+                request
+                    .reply_parameters(ReplyParameters {
+                        allow_sending_without_reply: Some(true),
+                        ..ReplyParameters::new(id)
+                    })
+                    .await
+            }
+            None => request.await,
+        }
     }
 
     /// Send the report's first message; a final one is tried harder.
@@ -217,4 +224,54 @@ async fn pause(e: &RequestError, attempt: u32) {
         _ => Duration::from_millis(500 * u64::from(attempt)),
     };
     tokio::time::sleep(wait.min(Duration::from_secs(30))).await;
+}
+
+/// Posts to Telegram chats on Marvin's own initiative (trigger-started jobs,
+/// notices) for `marvin serve`: the same messages as answers to commands.
+pub(crate) struct TelegramPoster {
+    pub(crate) chat: Chat,
+    pub(crate) bot: Bot,
+    pub(crate) token: String,
+}
+
+impl TelegramPoster {
+    fn post(&self, channel: &str) -> Result<Post, String> {
+        let id: i64 = channel
+            .parse()
+            .map_err(|_| format!("`telegram:{channel}` is not a chat id"))?;
+        Ok(Post {
+            chat: self.chat.clone(),
+            bot: self.bot.clone(),
+            token: self.token.clone(),
+            to: ChatId(id),
+            reply_to: None,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl marvin_core::channels::Poster for TelegramPoster {
+    fn scheme(&self) -> &str {
+        "telegram"
+    }
+
+    async fn notice(&self, channel: &str, text: &str) -> Result<(), String> {
+        let post = self.post(channel)?;
+        let answer = marvin_core::chat::Answer {
+            tone: marvin_core::chat::Tone::Info,
+            text: text.to_string(),
+            block: None,
+            mentions: Vec::new(),
+        };
+        let html = render::answer_telegram_html(&answer, &self.chat.runtime().redactor());
+        post.send(&html)
+            .await
+            .map(|_| ())
+            .map_err(|e| mask_token(&e.to_string(), &self.token))
+    }
+
+    async fn job(&self, channel: &str, follow: marvin_core::chat::Follow) -> Result<(), String> {
+        self.post(channel)?.reply(Reply::Job(follow)).await;
+        Ok(())
+    }
 }

@@ -161,6 +161,19 @@ pub async fn run(
     cfg: TelegramConfig,
     shutdown: CancellationToken,
 ) -> Result<(), TelegramError> {
+    run_posting(chat, cfg, shutdown, None).await
+}
+
+/// [`run`], also handing out (once signed in) a
+/// [`marvin_core::channels::Poster`] that posts to Telegram chats on
+/// Marvin's own initiative — `marvin serve` uses it for trigger-started
+/// jobs and notices.
+pub async fn run_posting(
+    chat: Chat,
+    cfg: TelegramConfig,
+    shutdown: CancellationToken,
+    poster: Option<tokio::sync::oneshot::Sender<Arc<dyn marvin_core::channels::Poster>>>,
+) -> Result<(), TelegramError> {
     if let Mode::Webhook(w) = &cfg.mode
         && !valid_secret(&w.secret)
     {
@@ -180,6 +193,13 @@ pub async fn run(
         cfg.api_url,
         chat.runtime().marvin().project.name
     );
+    if let Some(tx) = poster {
+        let _ = tx.send(Arc::new(handle::TelegramPoster {
+            chat: chat.clone(),
+            bot: bot.clone(),
+            token: cfg.token.clone(),
+        }));
+    }
     let handler = Arc::new(handle::Handler::new(
         chat,
         bot.clone(),
