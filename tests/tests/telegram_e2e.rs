@@ -679,3 +679,162 @@ fn the_binary_refuses_to_start_without_a_token_or_with_a_broken_config() {
         );
     }
 }
+
+// ---- issue #5: `marvin serve` posts to the environment's Telegram group ----
+
+/// A push-triggered job's report, a monitoring message, and a container
+/// killed by hand (one message, and one more when the next build brings it
+/// back) all reach dev's group through `marvin serve`'s Telegram front end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn serve_tells_the_environments_group_about_pushes_messages_and_a_killed_container() {
+    const HOOK_SECRET: &str = "tg-serve-hook-secret";
+    let fx = Fixture::new(
+        "tg-serve",
+        Options {
+            dev_yaml: format!(
+                "    channels: [\"telegram:{GROUP}\"]\n    triggers: {{push: true}}\n"
+            ),
+            top_yaml: "  coalesce_window: 300ms\nwebhooks:\n  secret_env: MARVIN_TG_HOOK_SECRET\n"
+                .into(),
+            ..Options::default()
+        },
+    )
+    .await;
+    let fake = FakeApi::start().await;
+    let addr = free_addr();
+    let mut serve = std::process::Command::new(marvin_tests::marvin_bin())
+        .args(["serve", "--listen", &addr.to_string(), "--grace", "5s"])
+        .arg("--config")
+        .arg(&fx.config)
+        .arg("--data-dir")
+        .arg(&fx.data)
+        .env("TELEGRAM_BOT_TOKEN", TOKEN)
+        .env("TELEGRAM_API_URL", &fake.url)
+        .env("MARVIN_TG_HOOK_SECRET", HOOK_SECRET)
+        .env_remove("SLACK_BOT_TOKEN")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("marvin serve starts");
+    struct Kill<'a>(&'a mut std::process::Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _guard = Kill(&mut serve);
+    let http = reqwest::Client::new();
+    let until = Instant::now() + Duration::from_secs(30);
+    while http
+        .get(format!("http://{addr}/healthz"))
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < until, "marvin serve did not come up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A signed push: its job's report goes to the group, sent then edited.
+    let commit = common_e2e::git(&fx.root.join("work/backend"), &["rev-parse", "HEAD"]);
+    let body = json!({
+        "ref": "refs/heads/main", "after": commit,
+        "repository": {"full_name": "team/backend",
+                       "clone_url": fx.root.join("repos/backend.git").display().to_string()},
+    })
+    .to_string();
+    let status = http
+        .post(format!("http://{addr}/hooks/push"))
+        .header("x-github-event", "push")
+        .header("x-github-delivery", "tg-1")
+        .header(
+            "x-hub-signature-256",
+            marvin_core::webhook::sign(HOOK_SECRET, body.as_bytes()),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 202);
+    let posts = fake.wait_for_post(GROUP, "succeeded").await;
+    assert!(
+        text(posts.last().unwrap()).contains("marvin:push"),
+        "{posts:#?}"
+    );
+    wait_until_finished(&fx, 1).await;
+
+    // Monitoring posts a signed message.
+    let msg = json!({"env": "dev", "text": "disk 91% on db-1"}).to_string();
+    let status = http
+        .post(format!("http://{addr}/hooks/message"))
+        .header(
+            "x-marvin-signature",
+            marvin_core::webhook::sign(HOOK_SECRET, msg.as_bytes()),
+        )
+        .body(msg.clone())
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 202);
+    fake.wait_for_post(GROUP, "disk 91% on db-1").await;
+    let unsigned = http
+        .post(format!("http://{addr}/hooks/message"))
+        .body(json!({"env": "dev", "text": "spoofed"}).to_string())
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(unsigned, 401);
+
+    // Kill web by hand: exactly one message.
+    let labels = std::collections::BTreeMap::from([
+        (
+            marvin_core::engine::LABEL_PROJECT.to_string(),
+            fx.project.clone(),
+        ),
+        (
+            marvin_core::engine::LABEL_ENV.to_string(),
+            "dev".to_string(),
+        ),
+    ]);
+    use marvin_core::engine::Engine;
+    let web = fx
+        .engine
+        .list_containers(&labels)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|c| c.service == "web")
+        .expect("web is deployed");
+    let killed = Command::new("docker")
+        .args(["kill", &web.id])
+        .output()
+        .unwrap();
+    assert!(killed.status.success(), "{killed:?}");
+    fake.wait_for_post(GROUP, "web exited").await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let about_web = |needle: &str| {
+        fake.posts_to(GROUP)
+            .iter()
+            .filter(|c| c.method == "sendmessage" && text(c).contains(needle))
+            .count()
+    };
+    assert_eq!(about_web("web exited"), 1, "once per incident");
+
+    // The next build (a command in the group) brings it back: one more message.
+    fake.push(&[update(700, GROUP, "/build dev")]);
+    fake.wait_for_post(GROUP, "web is running again").await;
+    wait_until_finished(&fx, 2).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(about_web("web exited"), 1);
+    assert_eq!(about_web("web is running again"), 1);
+    let spoofed = fake
+        .posts_to(GROUP)
+        .iter()
+        .filter(|c| text(c).contains("spoofed"))
+        .count();
+    assert_eq!(spoofed, 0);
+}
