@@ -53,6 +53,7 @@ pub async fn serve(marvin: Marvin, options: ServeOptions) -> anyhow::Result<Exit
     let notices_task = {
         let mut notices = hub.subscribe();
         let chat = chat.clone();
+        let posters = posters.clone();
         tokio::spawn(async move {
             while let Ok(n) = notices.recv().await {
                 let line = match &n {
@@ -67,6 +68,40 @@ pub async fn serve(marvin: Marvin, options: ServeOptions) -> anyhow::Result<Exit
                 println!("{}", chat.runtime().redactor().redact(&line));
                 let posters: Vec<Arc<dyn Poster>> = posters.lock().expect("posters lock").clone();
                 marvin_core::channels::deliver(&chat, &posters, &n).await;
+            }
+        })
+    };
+    // Every new job — from here or any other process (console, Python) —
+    // has its report posted to its environment's channels.
+    let announcer = {
+        let chat = chat.clone();
+        let posters = posters.clone();
+        let stop = shutdown.clone();
+        let project = chat.runtime().marvin().project.name.clone();
+        let mut last = chat
+            .runtime()
+            .store()
+            .jobs(&project, None, 1)
+            .ok()
+            .and_then(|j| j.first().map(|j| j.id))
+            .unwrap_or(0);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_millis(300)) => {}
+                    _ = stop.cancelled() => return,
+                }
+                let Ok(mut jobs) = chat.runtime().store().jobs(&project, None, 100) else {
+                    continue;
+                };
+                jobs.retain(|j| j.id > last);
+                jobs.sort_by_key(|j| j.id);
+                for job in jobs {
+                    last = last.max(job.id);
+                    let posters: Vec<Arc<dyn Poster>> =
+                        posters.lock().expect("posters lock").clone();
+                    marvin_core::channels::deliver_job(&chat, &posters, &job);
+                }
             }
         })
     };
@@ -89,6 +124,7 @@ pub async fn serve(marvin: Marvin, options: ServeOptions) -> anyhow::Result<Exit
     let _ = hub_task.await;
     let _ = server.await;
     notices_task.abort();
+    let _ = announcer.await;
 
     // Let running jobs finish within the grace period; then stop them.
     let store = runtime.store();

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use crate::chat::{Chat, Follow};
+use crate::store::Job;
 use crate::triggers::Notice;
 
 /// A front end that posts to channels of one scheme (`slack`, `telegram`).
@@ -34,10 +35,51 @@ fn parts(notice: &Notice) -> (&str, Option<String>) {
     }
 }
 
-/// Send a notice to every channel of its environment that a poster serves.
-/// A started job's report is posted and then kept up to date (in the
-/// background); notices are redacted like everything else Marvin emits.
-/// Returns how many channels it went to.
+/// Post a job's report to every channel of its environment that a poster
+/// serves — except the one the command came from, which already has it —
+/// and keep it up to date in the background. Every job gets here: pushes,
+/// polls, schedules, the web button, the console, Python. Returns how many
+/// channels it went to.
+pub fn deliver_job(chat: &Chat, posters: &[Arc<dyn Poster>], job: &Job) -> usize {
+    let project = &chat.runtime().marvin().project;
+    let Ok(environment) = project.environment(&job.env) else {
+        return 0;
+    };
+    let mut sent = 0;
+    for channel in &environment.channels {
+        if *channel == job.origin {
+            continue;
+        }
+        let Some((scheme, id)) = channel.split_once(':') else {
+            continue;
+        };
+        let Some(poster) = posters.iter().find(|p| p.scheme() == scheme) else {
+            continue;
+        };
+        let follow = match chat.follow_job(job.id) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!("following job #{} for {channel}: {e}", job.id);
+                continue;
+            }
+        };
+        let poster = Arc::clone(poster);
+        let id = id.to_string();
+        let channel = channel.clone();
+        tokio::spawn(async move {
+            if let Err(e) = poster.job(&id, follow).await {
+                tracing::warn!("posting a report to {channel}: {e}");
+            }
+        });
+        sent += 1;
+    }
+    sent
+}
+
+/// Send a notice to every channel of its environment that a poster serves
+/// (redacted like everything else Marvin emits). [`Notice::Started`] is left
+/// to [`deliver_job`], which sees every job. Returns how many channels it
+/// went to.
 pub async fn deliver(chat: &Chat, posters: &[Arc<dyn Poster>], notice: &Notice) -> usize {
     let project = &chat.runtime().marvin().project;
     let (env, text) = parts(notice);
@@ -60,23 +102,6 @@ pub async fn deliver(chat: &Chat, posters: &[Arc<dyn Poster>], notice: &Notice) 
                     tracing::warn!("posting to {channel}: {e}");
                     continue;
                 }
-            }
-            (None, Notice::Started { job, .. }) => {
-                let follow = match chat.follow_job(*job) {
-                    Ok(f) => f,
-                    Err(e) => {
-                        tracing::warn!("following job #{job} for {channel}: {e}");
-                        continue;
-                    }
-                };
-                let poster = Arc::clone(poster);
-                let id = id.to_string();
-                let channel = channel.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = poster.job(&id, follow).await {
-                        tracing::warn!("posting a report to {channel}: {e}");
-                    }
-                });
             }
             (None, _) => continue,
         }

@@ -765,6 +765,34 @@ async fn serve_tells_the_environments_group_about_pushes_messages_and_a_killed_c
     );
     wait_until_finished(&fx, 1).await;
 
+    // A build from the console — another process — is reported there too.
+    let console = marvin_tests::run_marvin(
+        &fx.root,
+        None,
+        &[
+            "build",
+            "dev",
+            "--config",
+            fx.config.to_str().unwrap(),
+            "--data-dir",
+            fx.data.to_str().unwrap(),
+        ],
+    );
+    assert!(console.success(), "{console:?}");
+    let until = Instant::now() + WAIT;
+    while !fake
+        .posts_to(GROUP)
+        .iter()
+        .any(|c| text(c).contains("local:") && text(c).contains("succeeded"))
+    {
+        assert!(
+            Instant::now() < until,
+            "the console's job, edited to its summary: {:#?}",
+            fake.posts_to(GROUP)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     // Monitoring posts a signed message.
     let msg = json!({"env": "dev", "text": "disk 91% on db-1"}).to_string();
     let status = http
@@ -827,7 +855,7 @@ async fn serve_tells_the_environments_group_about_pushes_messages_and_a_killed_c
     // The next build (a command in the group) brings it back: one more message.
     fake.push(&[update(700, GROUP, "/build dev")]);
     fake.wait_for_post(GROUP, "web is running again").await;
-    wait_until_finished(&fx, 2).await;
+    wait_until_finished(&fx, 3).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(about_web("web exited"), 1);
     assert_eq!(about_web("web is running again"), 1);
