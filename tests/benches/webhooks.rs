@@ -29,6 +29,9 @@ use serde_json::json;
 
 const SECRET: &str = "bench-hook-secret-7d1e";
 
+/// One delivery: what it is, its headers, its body.
+type Delivery = (Kind, Vec<(&'static str, String)>, Vec<u8>);
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Kind {
     Valid,
@@ -137,7 +140,7 @@ async fn run(total: usize) -> Result<(), String> {
     // Replays repeat a valid delivery sent earlier (the first one, sent first).
     kinds[0] = Kind::Valid;
     let valid = kinds.iter().filter(|k| **k == Kind::Valid).count();
-    let requests: Vec<(Kind, Vec<(&'static str, String)>, Vec<u8>)> = kinds
+    let requests: Vec<Delivery> = kinds
         .iter()
         .enumerate()
         .map(|(i, kind)| {
@@ -165,7 +168,7 @@ async fn run(total: usize) -> Result<(), String> {
     let mut last_valid_accepted = Instant::now();
     let mut queue = requests.into_iter();
     let first = queue.next().expect("at least one delivery");
-    let mut batches: Vec<Vec<(Kind, Vec<(&'static str, String)>, Vec<u8>)>> = vec![vec![first]];
+    let mut batches: Vec<Vec<Delivery>> = vec![vec![first]];
     let rest: Vec<_> = queue.collect();
     for chunk in rest.chunks(8) {
         batches.push(chunk.to_vec());
