@@ -28,10 +28,18 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// The `marvin serve` process, killed when dropped.
+/// The `marvin serve` process, killed when dropped; its stderr (the log) is
+/// collected as it comes, so the pipe never fills.
 struct Serve {
     child: Child,
     url: String,
+    log: Arc<std::sync::Mutex<String>>,
+}
+
+impl Serve {
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
 }
 
 impl Drop for Serve {
@@ -60,9 +68,27 @@ async fn start_serve(fx: &Fixture, grace: &str) -> Serve {
         .stderr(Stdio::piped())
         .spawn()
         .expect("marvin serve starts");
+    let mut child = child;
+    let log: Arc<std::sync::Mutex<String>> = Arc::default();
+    {
+        let log = Arc::clone(&log);
+        let mut err = child.stderr.take().expect("piped");
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = err.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                log.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+    }
     let serve = Serve {
         child,
         url: format!("http://127.0.0.1:{port}"),
+        log,
     };
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -209,6 +235,11 @@ async fn signed_pushes_start_one_build_per_tracking_environment_and_nothing_else
     );
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     assert_eq!(jobs(&fx).len(), 2, "refused deliveries started nothing");
+    // ... and each was logged, with its reason.
+    let log = serve.log();
+    assert_eq!(log.matches("webhook refused (401").count(), 3, "{log}");
+    assert_eq!(log.matches("webhook refused (404").count(), 1, "{log}");
+    assert!(!log.contains(SECRET), "the secret is never logged: {log}");
 
     // GitLab (a token, not a signature) and Gitea (hex HMAC).
     let gitlab = json!({
