@@ -118,7 +118,13 @@ fn promised_forms(secrets: &[String]) -> Vec<String> {
     let mut out = Vec::new();
     for value in secrets.iter().filter(|v| long(v)) {
         let mut bases = vec![value.clone()];
-        bases.extend(value.lines().map(str::trim).filter(|l| long(l)).map(String::from));
+        bases.extend(
+            value
+                .lines()
+                .map(str::trim)
+                .filter(|l| long(l))
+                .map(String::from),
+        );
         for b in bases {
             out.push(html(&b).replace('"', "&quot;"));
             out.push(html(&b));
@@ -134,20 +140,18 @@ fn promised_forms(secrets: &[String]) -> Vec<String> {
 
 /// A text made of filler and secrets in various forms.
 fn text_with(secrets: Vec<String>) -> impl Strategy<Value = String> {
-    prop::collection::vec(
-        (chars(0, 6), prop::option::of((0usize..8, form()))),
-        0..=5,
-    )
-    .prop_map(move |parts| {
-        let mut out = String::new();
-        for (filler, secret) in parts {
-            out.push_str(&filler);
-            if let Some((i, f)) = secret {
-                out.push_str(&write_in(&secrets[i % secrets.len()], &f));
+    prop::collection::vec((chars(0, 6), prop::option::of((0usize..8, form()))), 0..=5).prop_map(
+        move |parts| {
+            let mut out = String::new();
+            for (filler, secret) in parts {
+                out.push_str(&filler);
+                if let Some((i, f)) = secret {
+                    out.push_str(&write_in(&secrets[i % secrets.len()], &f));
+                }
             }
-        }
-        out
-    })
+            out
+        },
+    )
 }
 
 /// Secrets and a pool of texts embedding them (a long one too, so messages get cut).
@@ -177,7 +181,11 @@ fn report_from(texts: &[String], state_pick: usize) -> Report {
     Report {
         job: 42,
         env: t(0),
-        verb: if state_pick % 7 == 0 { "run".into() } else { t(1) },
+        verb: if state_pick.is_multiple_of(7) {
+            "run".into()
+        } else {
+            t(1)
+        },
         args: some(2, 2),
         who: t(4),
         state,
@@ -236,7 +244,7 @@ fn assert_hidden(what: &str, outputs: &[String], forms: &[String]) -> Result<(),
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(ProptestConfig::with_cases(1024))]
 
     /// `Redactor::redact` itself: no promised form survives, whatever the order of the values.
     #[test]
@@ -368,19 +376,26 @@ fn holder(model: &BTreeMap<&str, (String, i64)>, env: &str, now: i64) -> Option<
 }
 
 /// A refusal while `other` holds the lock must name them.
-fn check_refusal(
-    err: &CommandError,
-    other: Option<&str>,
-    what: &str,
-) -> Result<(), TestCaseError> {
+fn check_refusal(err: &CommandError, other: Option<&str>, what: &str) -> Result<(), TestCaseError> {
     let message = err.to_string();
     match (err, other) {
         (CommandError::Locked { lock, message }, Some(h)) => {
-            prop_assert_eq!(lock.holder.as_str(), h, "{} refused with the wrong lock", what);
-            prop_assert!(message.contains(h), "{what}: refusal {message:?} does not name {h}");
+            prop_assert_eq!(
+                lock.holder.as_str(),
+                h,
+                "{} refused with the wrong lock",
+                what
+            );
+            prop_assert!(
+                message.contains(h),
+                "{what}: refusal {message:?} does not name {h}"
+            );
         }
         (CommandError::PermissionDenied(_), Some(h)) => {
-            prop_assert!(message.contains(h), "{what}: refusal {message:?} does not name {h}");
+            prop_assert!(
+                message.contains(h),
+                "{what}: refusal {message:?} does not name {h}"
+            );
         }
         (CommandError::PermissionDenied(_), None) => {}
         _ => prop_assert!(false, "{what}: unexpected error {err:?} (holder {other:?})"),
@@ -538,7 +553,11 @@ fn compose_text(services: &BTreeMap<String, ServiceSpec>, mut seed: u64) -> Stri
         let mut build_keys = vec![
             format!("      context: ./{name}\n"),
             "      dockerfile: Dockerfile\n".to_string(),
-            format!("      args:{}\n{}", if args.is_empty() { " {}" } else { "" }, args.concat()),
+            format!(
+                "      args:{}\n{}",
+                if args.is_empty() { " {}" } else { "" },
+                args.concat()
+            ),
         ];
         if let Some(t) = &spec.target {
             build_keys.push(format!("      target: {}\n", q(t)));
@@ -599,7 +618,7 @@ enum Change {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(128))]
+    #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
     fn build_keys_do_not_depend_on_the_order_compose_keys_are_written_in(
