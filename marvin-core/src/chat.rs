@@ -267,6 +267,7 @@ impl Chat {
         };
         let approval = match decision {
             Decision::Deny { reason } => {
+                let reason = self.forced_by_a_developer(msg, &command).unwrap_or(reason);
                 let answer = Answer::refused(reason).redacted(&redactor);
                 self.audit(
                     msg,
@@ -338,6 +339,20 @@ impl Chat {
             &command.verb,
             None,
         ))
+    }
+
+    /// A developer's `--force` on someone else's lock: the refusal names the holder.
+    fn forced_by_a_developer(&self, msg: &Message, command: &Command) -> Option<String> {
+        let marvin = self.runtime.marvin();
+        let env = marvin.project.environment(command.env.as_deref()?).ok()?;
+        let now = self.runtime.now_ms();
+        let current = self
+            .runtime
+            .store()
+            .current_lock(&marvin.project.name, &env.name, now)
+            .ok()?;
+        commands::forced_by_a_developer(marvin, current, &msg.identity, &command.verb, now)
+            .map(|e| e.to_string())
     }
 
     fn job(&self, id: JobId) -> Result<Job, CommandError> {

@@ -574,7 +574,10 @@ fn clip(s: &str, max: usize) -> String {
 }
 
 fn short_id(c: &Commit) -> &str {
-    &c.id[..c.id.len().min(7)]
+    // On a char boundary: never panic on an id that is not hex.
+    c.id.char_indices()
+        .nth(7)
+        .map_or(&c.id[..], |(i, _)| &c.id[..i])
 }
 
 fn commit_date(c: &Commit) -> String {

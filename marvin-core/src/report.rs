@@ -72,7 +72,11 @@ pub fn commit_lines(commits: &[Commit]) -> Vec<String> {
     commits
         .iter()
         .map(|c| {
-            let short = &c.id[..c.id.len().min(7)];
+            // On a char boundary: never panic on an id that is not hex.
+            let short =
+                c.id.char_indices()
+                    .nth(7)
+                    .map_or(&c.id[..], |(i, _)| &c.id[..i]);
             let date = c.date.get(..16).unwrap_or(&c.date).replace('T', " ");
             format!(
                 "{:width$}  {short}  {} {date}  {}",
@@ -245,6 +249,19 @@ pub fn summary_text(s: &crate::runtime::JobSummary) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_commit_id_that_is_not_hex_is_shortened_on_a_char_boundary() {
+        // Found by tests/properties.rs: slicing bytes panicked inside `é`.
+        let c = Commit {
+            repo: "app".into(),
+            id: "abcdeéfgh".into(),
+            author: "a".into(),
+            date: "d".into(),
+            subject: "s".into(),
+        };
+        assert_eq!(commit_lines(&[c]), ["app  abcdeéf  a d  s"]);
+    }
 
     #[test]
     fn plan_json_names_the_commit_id_commit() {

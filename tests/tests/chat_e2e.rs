@@ -344,6 +344,13 @@ async fn locks_refuse_others_with_who_why_and_until_skip_triggers_and_expire() {
     // A developer cannot take it over; an admin can, and the holder is told.
     let no = answer(say(&chat, "slack:UDEV2", "dev lock --force").await);
     assert_eq!(no.tone, Tone::Refused);
+    assert!(
+        no.text
+            .starts_with("dev is locked by slack:UDEV: testing payments")
+            && no.text.ends_with("; only admins can take it over"),
+        "a developer's --force is told whose lock it is: {}",
+        no.text
+    );
     let over = answer(say(&chat, "slack:UADMIN", "dev lock 30m hotfix --force").await);
     assert_eq!(over.tone, Tone::Info, "{over:?}");
     assert!(
