@@ -409,6 +409,13 @@ async fn build(
             Some("this form is stale; reload the page".into()),
         );
     }
+    // The path names an environment (or an alias), nothing else: a path
+    // like `/envs/help/build` is not a way to type another command.
+    let project = &web.inner.chat.runtime().marvin().project;
+    let env = match project.environment(&env) {
+        Ok(e) => e.name.clone(),
+        Err(e) => return answer(StatusCode::NOT_FOUND, None, Some(e.to_string())),
+    };
     let message = Message {
         identity: session.identity.clone(),
         channel: "web".into(),

@@ -166,7 +166,25 @@ async fn the_page_refuses_what_a_visitor_may_not_do() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 403);
+    assert_eq!(r.status(), 404);
+    // Nor is the path a way to type another command.
+    let r = http
+        .post(format!("http://{addr}/envs/help/build"))
+        .header("cookie", &cookie)
+        .header("x-requested-with", "fetch")
+        .form(&[("csrf", dan_csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown environment"),
+        "{body}"
+    );
 
     let store = chat.runtime().store();
     assert!(store.jobs(&fx.project, None, 10).unwrap().is_empty());
