@@ -155,43 +155,9 @@ pub async fn status(marvin: Marvin, env: &str, json: bool) -> anyhow::Result<Exi
         return Ok(ExitCode::SUCCESS);
     }
     println!("{} ({})", status.environment, marvin.project.name);
-    if let Some(l) = &status.lock {
-        println!("  {}", marvin_core::locks::describe(l, now));
-    }
-    if status.containers.is_empty() && status.services.is_empty() {
-        println!(
-            "  nothing deployed yet; run `marvin build {}`",
-            status.environment
-        );
-    }
-    for c in &status.containers {
-        let health = c
-            .health
-            .map(|h| format!(" ({h:?})").to_lowercase())
-            .unwrap_or_default();
-        println!("  {:<20} {:?}{health}  {}", c.service, c.state, c.image);
-    }
-    for s in &status.services {
-        let update = s
-            .update
-            .as_deref()
-            .map(|u| format!(" (update {u})"))
-            .unwrap_or_default();
-        println!(
-            "  {:<20} {}/{} replicas running{update}  {}",
-            s.service, s.running, s.desired, s.image
-        );
-    }
-    if let Some(j) = status.last_job {
-        let when = j.finished_ms.or(j.started_ms).unwrap_or(j.created_ms);
-        println!(
-            "  last job: #{} {} {} — {} ({}s ago)",
-            j.id,
-            j.verb,
-            j.state.as_str(),
-            j.who,
-            (now - when) / 1000
-        );
+    // The same text as chat's `status` answer.
+    for line in marvin_core::chat::status_text(&status, now).lines() {
+        println!("  {line}");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -228,23 +194,8 @@ pub fn history(marvin: Marvin, env: &str, n: usize, json: bool) -> anyhow::Resul
     if jobs.is_empty() {
         println!("{env} has no jobs yet");
     }
-    for j in jobs {
-        let took = match (j.started_ms, j.finished_ms) {
-            (Some(s), Some(f)) => marvin_core::duration::format(std::time::Duration::from_millis(
-                (f - s).max(0) as u64,
-            )),
-            _ => "-".into(),
-        };
-        println!(
-            "#{:<5} {:<10} {:<12} {:<8} {} {}",
-            j.id,
-            j.state.as_str(),
-            j.who,
-            took,
-            j.verb,
-            j.args.join(" ")
-        );
-    }
+    // The same table as chat's `history` answer.
+    print!("{}", marvin_core::chat::history_text(&jobs));
     Ok(ExitCode::SUCCESS)
 }
 

@@ -900,7 +900,7 @@ pub fn status_text(status: &commands::EnvStatus, now_ms: i64) -> String {
     if let Some(l) = &status.lock {
         out.push_str(&format!("{}\n", locks::describe(l, now_ms)));
     }
-    if status.containers.is_empty() {
+    if status.containers.is_empty() && status.services.is_empty() {
         out.push_str(&format!(
             "nothing deployed yet; `build {}` deploys it\n",
             status.environment
@@ -913,6 +913,18 @@ pub fn status_text(status: &commands::EnvStatus, now_ms: i64) -> String {
             .unwrap_or_default();
         let state = format!("{:?}", c.state).to_lowercase();
         out.push_str(&format!("{:<20} {state}{health}  {}\n", c.service, c.image));
+    }
+    // Swarm services: desired and running replicas.
+    for svc in &status.services {
+        let update = svc
+            .update
+            .as_deref()
+            .map(|u| format!(" (update {u})"))
+            .unwrap_or_default();
+        out.push_str(&format!(
+            "{:<20} {}/{} replicas running{update}  {}\n",
+            svc.service, svc.running, svc.desired, svc.image
+        ));
     }
     if let Some(j) = &status.last_job {
         out.push_str(&format!("last job: {}\n", job_line(j, now_ms)));

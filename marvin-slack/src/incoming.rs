@@ -3,8 +3,6 @@
 //! text without the bot's mention; and the bounded memory of event ids that
 //! makes Slack's retries harmless. Pure: no I/O.
 
-use std::collections::{HashSet, VecDeque};
-
 use slack_morphism::prelude::{SlackChannelType, SlackEventCallbackBody};
 
 /// The bot's own identity, from `auth.test`.
@@ -108,53 +106,12 @@ pub fn strip_mention(text: &str, bot_user: &str) -> String {
 }
 
 /// The event ids seen lately, so a retried event (Slack's `X-Slack-Retry-Num`,
-/// or a Socket Mode envelope sent again) starts nothing twice. Remembers at
-/// most `capacity` ids, forgetting the oldest first.
-#[derive(Debug)]
-pub struct SeenEvents {
-    capacity: usize,
-    order: VecDeque<String>,
-    ids: HashSet<String>,
-}
+/// or a Socket Mode envelope sent again) starts nothing twice: marvin-core's
+/// one bounded memory of ids, which forgets the oldest first.
+pub type SeenEvents = marvin_core::webhook::DeliverySeen;
 
 /// How many event ids are remembered by default (Slack retries within minutes).
 pub const SEEN_EVENTS: usize = 10_000;
-
-impl SeenEvents {
-    /// A memory of at most `capacity` ids (at least one).
-    pub fn new(capacity: usize) -> SeenEvents {
-        SeenEvents {
-            capacity: capacity.max(1),
-            order: VecDeque::new(),
-            ids: HashSet::new(),
-        }
-    }
-
-    /// Remember `id`; `true` if it is new, `false` if it was seen already.
-    pub fn first_time(&mut self, id: &str) -> bool {
-        if self.ids.contains(id) {
-            return false;
-        }
-        if self.order.len() == self.capacity
-            && let Some(old) = self.order.pop_front()
-        {
-            self.ids.remove(&old);
-        }
-        self.order.push_back(id.to_string());
-        self.ids.insert(id.to_string());
-        true
-    }
-
-    /// How many ids are remembered.
-    pub fn len(&self) -> usize {
-        self.order.len()
-    }
-
-    /// Whether nothing is remembered.
-    pub fn is_empty(&self) -> bool {
-        self.order.is_empty()
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -3,8 +3,6 @@
 //! removed, and who and where it came from. Also the memory of update ids
 //! already handled (Telegram may deliver one twice).
 
-use std::collections::{HashSet, VecDeque};
-
 use marvin_core::chat::Message;
 
 /// How many update ids are remembered to drop repeats.
@@ -111,47 +109,31 @@ fn join(before: &str, after: &str) -> String {
     }
 }
 
-/// The update ids handled most recently, bounded: a repeated delivery
-/// (a webhook retried, a poll answered twice) is dropped.
+/// The update ids seen lately, so an update delivered twice (a retried
+/// webhook, an overlapping poll) is handled once: marvin-core's one bounded
+/// memory of ids, which forgets the oldest first.
 #[derive(Debug)]
-pub struct SeenUpdates {
-    order: VecDeque<u32>,
-    set: HashSet<u32>,
-    capacity: usize,
-}
+pub struct SeenUpdates(marvin_core::webhook::DeliverySeen);
 
 impl SeenUpdates {
-    /// Remember at most `capacity` ids (the oldest are forgotten first).
+    /// A memory of at most `capacity` update ids (at least one).
     pub fn new(capacity: usize) -> SeenUpdates {
-        SeenUpdates {
-            order: VecDeque::with_capacity(capacity.min(1024)),
-            set: HashSet::with_capacity(capacity.min(1024)),
-            capacity: capacity.max(1),
-        }
+        SeenUpdates(marvin_core::webhook::DeliverySeen::new(capacity))
     }
 
-    /// `true` the first time `id` is seen, `false` for a repeat.
+    /// Remember `id`; `true` if it is new, `false` if it was seen already.
     pub fn first_time(&mut self, id: u32) -> bool {
-        if !self.set.insert(id) {
-            return false;
-        }
-        self.order.push_back(id);
-        if self.order.len() > self.capacity
-            && let Some(old) = self.order.pop_front()
-        {
-            self.set.remove(&old);
-        }
-        true
+        self.0.first_time(&id.to_string())
     }
 
     /// How many ids are remembered.
     pub fn len(&self) -> usize {
-        self.order.len()
+        self.0.len()
     }
 
-    /// Whether none is remembered.
+    /// Whether nothing is remembered.
     pub fn is_empty(&self) -> bool {
-        self.order.is_empty()
+        self.0.is_empty()
     }
 }
 
