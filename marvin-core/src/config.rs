@@ -146,6 +146,10 @@ pub struct Environment {
     pub engine: EngineKind,
     /// Registry images are pushed to (swarm).
     pub registry: Option<String>,
+    /// Host paths its containers may bind-mount (absolute prefixes). A
+    /// compose file comes from a branch anyone with push access can change,
+    /// so a host path (`/var/run/docker.sock:/x`) is refused unless listed here.
+    pub allow_host_paths: Vec<String>,
 }
 
 /// What starts a build besides a person.
@@ -431,6 +435,8 @@ struct RawEnvironment {
     engine: EngineKind,
     #[serde(default)]
     registry: Option<String>,
+    #[serde(default)]
+    allow_host_paths: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -738,6 +744,19 @@ impl RawProject {
                     "a swarm environment needs a `registry` to push images to (e.g. `127.0.0.1:5000`)".into(),
                 ));
             }
+            for (i, path) in raw.allow_host_paths.iter().enumerate() {
+                let bad = !path.starts_with('/')
+                    || path.split('/').any(|part| part == "..")
+                    || path.trim_end_matches('/').is_empty();
+                if bad {
+                    return Err(invalid(
+                        format!("{at}.allow_host_paths[{i}]"),
+                        format!(
+                            "`{path}` is not an absolute host path below `/`; write e.g. `/srv/shared`"
+                        ),
+                    ));
+                }
+            }
             if let Some(expr) = &raw.triggers.schedule {
                 crate::schedule::Schedule::parse(expr)
                     .map_err(|m| invalid(format!("{at}.triggers.schedule"), m))?;
@@ -769,6 +788,7 @@ impl RawProject {
                 hooks,
                 engine: raw.engine,
                 registry: raw.registry,
+                allow_host_paths: raw.allow_host_paths,
             });
         }
 

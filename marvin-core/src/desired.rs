@@ -213,6 +213,28 @@ pub fn parse_port(text: &str) -> Result<Vec<PortBinding>, String> {
         .collect()
 }
 
+/// Whether an environment lets its containers bind-mount `source` from the
+/// host: only paths under one of its `allow_host_paths`. The compose file
+/// comes from a branch anyone with push access can change, and a host path
+/// (the Docker socket, `/etc`) would give them the host.
+pub fn check_host_path(source: &str, env: &Environment) -> Result<(), String> {
+    let normal = source.trim_end_matches('/');
+    let escapes = normal.split('/').any(|part| part == "..");
+    let allowed = !escapes
+        && env.allow_host_paths.iter().any(|prefix| {
+            let prefix = prefix.trim_end_matches('/');
+            normal == prefix || normal.starts_with(&format!("{prefix}/"))
+        });
+    if allowed {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{source}` is a host path, and {env} does not allow it: a compose file from any branch could mount the host; if {env} should, list it in marvin.yml (`environments.{env}.allow_host_paths: [{source}]`), or use a named volume",
+            env = env.name
+        ))
+    }
+}
+
 /// Parse a compose short volume (`data:/var/lib/x:ro`, `/host:/c`, `/c`).
 /// Named volumes are prefixed per environment; a relative host path is
 /// refused, since Marvin deploys from git objects and has no checkout.
@@ -311,6 +333,11 @@ pub fn desired_containers(input: &DesiredInput<'_>) -> Result<Vec<DesiredContain
             .iter()
             .map(|v| parse_volume(v, project, env_name).map_err(|m| err(format!("volumes: {m}"))))
             .collect::<Result<Vec<_>, _>>()?;
+        for v in &volumes {
+            if let Mount::Bind { source, .. } = v {
+                check_host_path(source, input.env).map_err(|m| err(format!("volumes: {m}")))?;
+            }
+        }
         let healthcheck = match &service.healthcheck {
             Some(h) if !h.disable && h.test.first().map(String::as_str) != Some("NONE") => {
                 Some(Health {
@@ -442,5 +469,62 @@ mod tests {
             relative_to_compose("docker-compose.yml", "./a.env").as_deref(),
             Some("a.env")
         );
+    }
+}
+
+#[cfg(test)]
+mod host_path_tests {
+    use super::*;
+    use crate::config::Project;
+
+    fn project(allow: &str) -> Project {
+        Project::parse(
+            &format!(
+                "project: shop\nrepos:\n  app: {{url: /srv/app.git}}\nenvironments:\n  dev: {{{allow}}}\n"
+            ),
+            "marvin.yml",
+        )
+        .expect("the fixture parses")
+    }
+
+    #[test]
+    fn host_paths_are_refused_unless_the_environment_allows_them() {
+        let p = project("");
+        let dev = p.environment("dev").unwrap();
+        let e = check_host_path("/var/run/docker.sock", dev).unwrap_err();
+        assert!(e.contains("`/var/run/docker.sock` is a host path"), "{e}");
+        assert!(
+            e.contains("environments.dev.allow_host_paths: [/var/run/docker.sock]"),
+            "{e}"
+        );
+
+        let p = project("allow_host_paths: [/srv/shared/]");
+        let dev = p.environment("dev").unwrap();
+        assert_eq!(check_host_path("/srv/shared", dev), Ok(()));
+        assert_eq!(check_host_path("/srv/shared/logs", dev), Ok(()));
+        assert!(
+            check_host_path("/srv/sharedx", dev).is_err(),
+            "a prefix of a name is not the directory"
+        );
+        assert!(check_host_path("/srv/shared/../../etc", dev).is_err());
+        assert!(check_host_path("/etc", dev).is_err());
+    }
+
+    #[test]
+    fn allow_host_paths_must_be_absolute_and_plain() {
+        for bad in ["[srv/x]", "['/srv/../etc']", "['/']"] {
+            let e = Project::parse(
+                &format!(
+                    "project: shop\nrepos:\n  app: {{url: /srv/app.git}}\nenvironments:\n  dev: {{allow_host_paths: {bad}}}\n"
+                ),
+                "marvin.yml",
+            )
+            .unwrap_err()
+            .to_string();
+            assert!(
+                e.contains("environments.dev.allow_host_paths[0]"),
+                "{bad}: {e}"
+            );
+        }
     }
 }

@@ -1148,3 +1148,29 @@ fn an_unknown_service_suggests_the_nearest_one() {
     assert!(err.contains("reprot"), "names what was typed: {err}");
     assert!(err.contains("did you mean `report`"), "suggests: {err}");
 }
+
+#[test]
+fn a_host_path_from_a_branch_is_refused_unless_the_environment_allows_it() {
+    let talk = TalkProject::new();
+    talk.backend.write(
+        "docker-compose.yml",
+        "services:\n  api:\n    build: ./services/api\n    volumes: [\"/var/run/docker.sock:/var/run/docker.sock\"]\n",
+    );
+    talk.backend
+        .commit_and_push("mount the host's docker socket");
+    let err = talk.plan_err("dev");
+    assert!(err.contains("api"), "names the service: {err}");
+    assert!(
+        err.contains("`/var/run/docker.sock` is a host path, and dev does not allow it"),
+        "{err}"
+    );
+    // An environment that lists it plans it.
+    let allowing = marvin_tests::TALK_ENVIRONMENTS.replacen(
+        "    branch: develop\n",
+        "    branch: develop\n    allow_host_paths: [/var/run/docker.sock]\n",
+        1,
+    );
+    talk.write_environments(&allowing);
+    let plan = talk.plan_ok("dev");
+    assert!(plan.desired.iter().any(|d| d.service == "api"));
+}
