@@ -1174,3 +1174,33 @@ fn a_host_path_from_a_branch_is_refused_unless_the_environment_allows_it() {
     let plan = talk.plan_ok("dev");
     assert!(plan.desired.iter().any(|d| d.service == "api"));
 }
+
+#[test]
+fn privileged_host_network_pid_and_capabilities_from_a_branch_are_never_applied() {
+    let talk = TalkProject::new();
+    talk.backend.write(
+        "docker-compose.yml",
+        "services:\n  api:\n    build: ./services/api\n    privileged: true\n    network_mode: host\n    pid: host\n    cap_add: [SYS_ADMIN]\n",
+    );
+    talk.backend.commit_and_push("ask for the host");
+    let plan = talk.plan_ok("dev");
+    let api = plan
+        .desired
+        .iter()
+        .find(|d| d.service == "api")
+        .expect("api is planned");
+    // The container spec is all the engine is given: none of it is there,
+    // and the container joins only its environment's network.
+    let spec = serde_json::to_string(&api.spec).unwrap().to_lowercase();
+    for asked in [
+        "privileged",
+        "network_mode",
+        "\"host\"",
+        "sys_admin",
+        "cap_add",
+        "\"pid\"",
+    ] {
+        assert!(!spec.contains(asked), "{asked} reached the spec: {spec}");
+    }
+    assert!(api.spec.network.ends_with("-dev"), "{}", api.spec.network);
+}
