@@ -8,10 +8,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use marvin_core::engine::DockerEngine;
-use marvin_core::marvin::{DATA_DIR_ENV, Marvin, PlanOptions, find_config};
+use marvin_core::marvin::{DATA_DIR_ENV, Marvin, PlanOptions, locate_config};
 use marvin_core::report;
 use marvin_core::runtime::JobKind;
 
@@ -244,18 +243,8 @@ fn main() -> ExitCode {
 }
 
 fn load(cli: &Cli) -> anyhow::Result<Marvin> {
-    let config = match &cli.config {
-        Some(c) => c.clone(),
-        None => {
-            let cwd = std::env::current_dir().context("cannot read the current directory")?;
-            find_config(&cwd).with_context(|| {
-                format!(
-                    "no marvin.yml in {} or any parent directory; pass one with -c/--config, or try `marvin demo`",
-                    cwd.display()
-                )
-            })?
-        }
-    };
+    let config = locate_config(cli.config.as_deref())
+        .map_err(|e| anyhow::anyhow!("{e}, or try `marvin demo`"))?;
     let marvin = Marvin::load(&config, cli.data_dir.clone())?;
     Ok(match DockerEngine::connect() {
         Ok(engine) => marvin.with_engine(Arc::new(engine)),

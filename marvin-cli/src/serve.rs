@@ -115,7 +115,7 @@ pub async fn serve(marvin: Marvin, options: ServeOptions) -> anyhow::Result<Exit
     };
     println!("marvin serve: {project} on http://{addr}/ (webhooks: POST http://{addr}/hooks/push)");
 
-    wait_for_signal().await;
+    marvin_core::marvin::stop_signal().await;
     println!(
         "marvin serve: stopping: no new work; running jobs have {} to finish",
         marvin_core::duration::format(options.grace)
@@ -146,20 +146,6 @@ pub async fn serve(marvin: Marvin, options: ServeOptions) -> anyhow::Result<Exit
     let _ = tokio::time::timeout(Duration::from_secs(3), all).await;
     println!("marvin serve: stopped");
     Ok(ExitCode::SUCCESS)
-}
-
-async fn wait_for_signal() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }
 
 type Posters = Arc<std::sync::Mutex<Vec<Arc<dyn Poster>>>>;

@@ -74,6 +74,46 @@ pub fn find_config(start: &Path) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// The marvin.yml a front end should load: `explicit` (`-c/--config`) if
+/// given, else the nearest one from the current directory up. `Err` is the
+/// sentence for the user.
+pub fn locate_config(explicit: Option<&Path>) -> Result<PathBuf, String> {
+    if let Some(path) = explicit {
+        return Ok(path.to_path_buf());
+    }
+    let cwd =
+        std::env::current_dir().map_err(|e| format!("cannot read the current directory: {e}"))?;
+    find_config(&cwd).ok_or_else(|| {
+        format!(
+            "no marvin.yml in {} or any parent directory; pass one with -c/--config",
+            cwd.display()
+        )
+    })
+}
+
+/// Until Ctrl-C or SIGTERM: how every long-running front end learns to stop.
+pub async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
 impl Marvin {
     /// Load a project from its marvin.yml. The data directory is
     /// `data_dir` if given, else `.marvin/` beside the file.

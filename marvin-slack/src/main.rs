@@ -11,7 +11,7 @@ use anyhow::Context;
 use clap::Parser;
 use marvin_core::chat::Chat;
 use marvin_core::engine::{DockerEngine, Engine};
-use marvin_core::marvin::{DATA_DIR_ENV, Marvin, find_config};
+use marvin_core::marvin::{DATA_DIR_ENV, Marvin, locate_config};
 use marvin_core::runtime::{Runtime, SystemClock};
 use marvin_core::store::Store;
 use marvin_slack::{DEFAULT_API_URL, Listen, SlackConfig};
@@ -74,18 +74,7 @@ fn token(name: &str, why: &str) -> anyhow::Result<String> {
 }
 
 fn load(cli: &Cli) -> anyhow::Result<Marvin> {
-    let config = match &cli.config {
-        Some(c) => c.clone(),
-        None => {
-            let cwd = std::env::current_dir().context("cannot read the current directory")?;
-            find_config(&cwd).with_context(|| {
-                format!(
-                    "no marvin.yml in {} or any parent directory; pass one with -c/--config",
-                    cwd.display()
-                )
-            })?
-        }
-    };
+    let config = locate_config(cli.config.as_deref()).map_err(anyhow::Error::msg)?;
     Ok(Marvin::load(&config, cli.data_dir.clone())?)
 }
 
@@ -126,25 +115,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         cfg,
         shutdown.clone(),
     ));
-    let stopped = async {
-        #[cfg(unix)]
-        {
-            use tokio::signal::unix::{SignalKind, signal};
-            match signal(SignalKind::terminate()) {
-                Ok(mut term) => {
-                    tokio::select! {
-                        _ = tokio::signal::ctrl_c() => {}
-                        _ = term.recv() => {}
-                    }
-                }
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                }
-            }
-        }
-        #[cfg(not(unix))]
-        let _ = tokio::signal::ctrl_c().await;
-    };
+    let stopped = marvin_core::marvin::stop_signal();
     tokio::pin!(bot);
     tokio::select! {
         result = &mut bot => return Ok(result.context("the Slack front end stopped")??),

@@ -11,7 +11,7 @@ use clap::Parser;
 use marvin_core::chat::Chat;
 use marvin_core::engine::DockerEngine;
 use marvin_core::engine::Engine;
-use marvin_core::marvin::{DATA_DIR_ENV, Marvin, find_config};
+use marvin_core::marvin::{DATA_DIR_ENV, Marvin, locate_config};
 use marvin_core::runtime::{Runtime, SystemClock};
 use marvin_core::store::Store;
 use marvin_telegram::{Mode, TelegramConfig, Url, WebhookConfig, mask_token};
@@ -94,18 +94,7 @@ async fn run(cli: Cli, token: String) -> anyhow::Result<()> {
         }
         _ => Mode::Polling,
     };
-    let config = match cli.config {
-        Some(c) => c,
-        None => {
-            let cwd = std::env::current_dir().context("cannot read the current directory")?;
-            find_config(&cwd).with_context(|| {
-                format!(
-                    "no marvin.yml in {} or any parent directory; pass one with -c/--config",
-                    cwd.display()
-                )
-            })?
-        }
-    };
+    let config = locate_config(cli.config.as_deref()).map_err(anyhow::Error::msg)?;
     let marvin = Marvin::load(&config, cli.data_dir)?;
     let engine = DockerEngine::connect().context("cannot connect to the Docker engine")?;
     engine
@@ -125,7 +114,7 @@ async fn run(cli: Cli, token: String) -> anyhow::Result<()> {
     tokio::spawn({
         let shutdown = shutdown.clone();
         async move {
-            stop_signal().await;
+            marvin_core::marvin::stop_signal().await;
             tracing::info!("stopping: cancelling running jobs");
             shutdown.cancel();
             runtime.cancel_all();
@@ -138,27 +127,4 @@ async fn run(cli: Cli, token: String) -> anyhow::Result<()> {
     };
     marvin_telegram::run(chat, cfg, shutdown).await?;
     Ok(())
-}
-
-/// Ctrl-C or SIGTERM.
-async fn stop_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
