@@ -17,14 +17,13 @@
 #[path = "../tests/common_e2e/mod.rs"]
 mod common_e2e;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common_e2e::{Fixture, Options};
 use marvin_core::store::Store;
 use marvin_core::webhook::sign;
+use marvin_tests::served::{Served, free_addr};
 use serde_json::json;
 
 const SECRET: &str = "bench-hook-secret-7d1e";
@@ -67,52 +66,20 @@ async fn run(total: usize) -> Result<(), String> {
         },
     )
     .await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| e.to_string())?
-        .port();
-    let mut child = Command::new(marvin_tests::marvin_bin())
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--grace",
-            "60s",
-        ])
+    let addr = free_addr();
+    let mut command = Command::new(marvin_tests::marvin_bin());
+    command
+        .args(["serve", "--listen", &addr.to_string(), "--grace", "60s"])
         .arg("--config")
         .arg(&fx.config)
         .arg("--data-dir")
         .arg(&fx.data)
-        .env("MARVIN_BENCH_HOOK_SECRET", SECRET)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("marvin serve: {e}"))?;
-    let lines: Arc<Mutex<Vec<String>>> = Arc::default();
-    {
-        let lines = Arc::clone(&lines);
-        let out = child.stdout.take().expect("piped");
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                lines.lock().unwrap().push(line);
-            }
-        });
-    }
-    let url = format!("http://127.0.0.1:{port}/hooks/push");
-    let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while http
-        .get(format!("http://127.0.0.1:{port}/healthz"))
-        .send()
+        .env("MARVIN_BENCH_HOOK_SECRET", SECRET);
+    let mut serve = Served::start(command, addr)
         .await
-        .is_err()
-    {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            return Err("marvin serve did not come up".into());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        .map_err(|e| format!("marvin serve: {e}"))?;
+    let url = format!("{}/hooks/push", serve.url());
+    let http = reqwest::Client::new();
 
     let commit = common_e2e::git(&fx.root.join("work/backend"), &["rev-parse", "HEAD"]);
     let backend = fx.root.join("repos/backend.git").display().to_string();
@@ -207,10 +174,9 @@ async fn run(total: usize) -> Result<(), String> {
 
     // Wait for the coalesced jobs to start and finish.
     let store = Store::open_in(&fx.data).map_err(|e| e.to_string())?;
-    let causes_of = |env: &str| -> usize {
-        lines
-            .lock()
-            .unwrap()
+    let causes_of = |serve: &Served, env: &str| -> usize {
+        serve
+            .stdout_lines()
             .iter()
             .filter(|l| l.starts_with(&format!("{env}: job #")))
             .map(|l| l.matches("push to ").count())
@@ -222,15 +188,14 @@ async fn run(total: usize) -> Result<(), String> {
             .jobs(&fx.project, None, 10_000)
             .map_err(|e| e.to_string())?;
         let all_done = jobs.iter().all(|j| j.state.is_finished());
-        if causes_of("dev") >= valid && causes_of("staging") >= valid && all_done {
+        if causes_of(&serve, "dev") >= valid && causes_of(&serve, "staging") >= valid && all_done {
             break;
         }
         if Instant::now() > deadline {
-            let _ = child.kill();
             return Err(format!(
                 "not every valid push became a job cause: dev {} staging {} of {valid}",
-                causes_of("dev"),
-                causes_of("staging")
+                causes_of(&serve, "dev"),
+                causes_of(&serve, "staging")
             ));
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -239,10 +204,8 @@ async fn run(total: usize) -> Result<(), String> {
         .jobs(&fx.project, None, 10_000)
         .map_err(|e| e.to_string())?;
     let per_env = |env: &str| jobs.iter().filter(|j| j.env == env).count();
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
+    serve.terminate();
+    let _ = serve.exited_within(Duration::from_secs(60)).await;
 
     latencies.sort();
     let pct = |p: f64| {
@@ -259,9 +222,9 @@ async fn run(total: usize) -> Result<(), String> {
     println!(
         "webhooks: jobs started: dev {} (causes {}), staging {} (causes {}); wrong answers: {}",
         per_env("dev"),
-        causes_of("dev"),
+        causes_of(&serve, "dev"),
         per_env("staging"),
-        causes_of("staging"),
+        causes_of(&serve, "staging"),
         wrong.len()
     );
     if !wrong.is_empty() {
@@ -270,11 +233,11 @@ async fn run(total: usize) -> Result<(), String> {
             &wrong[..wrong.len().min(10)]
         ));
     }
-    if causes_of("dev") != valid || causes_of("staging") != valid {
+    if causes_of(&serve, "dev") != valid || causes_of(&serve, "staging") != valid {
         return Err(format!(
             "each valid push must be the cause of exactly one job per environment: dev {} staging {} of {valid}",
-            causes_of("dev"),
-            causes_of("staging")
+            causes_of(&serve, "dev"),
+            causes_of(&serve, "staging")
         ));
     }
     Ok(())

@@ -6,6 +6,7 @@
 //! The `git` command is required: a missing `git` fails loudly.
 
 pub mod fake_slack;
+pub mod served;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -5,8 +5,7 @@
 
 mod common_e2e;
 
-use std::io::Read;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
@@ -16,90 +15,25 @@ use marvin_core::runtime::{Clock, Runtime, SystemClock};
 use marvin_core::store::{Job, JobState, Store};
 use marvin_core::triggers::{Hub, Notice};
 use marvin_core::webhook::sign;
+use marvin_tests::served::{Served, free_addr};
 use serde_json::json;
 
 const SECRET: &str = "hook-secret-for-tests-41c9";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The `marvin serve` process, killed when dropped; its stderr (the log) is
-/// collected as it comes, so the pipe never fills.
-struct Serve {
-    child: Child,
-    url: String,
-    log: Arc<std::sync::Mutex<String>>,
-}
-
-impl Serve {
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn start_serve(fx: &Fixture, grace: &str) -> Serve {
-    let port = free_port();
-    let child = Command::new(marvin_tests::marvin_bin())
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--grace",
-            grace,
-        ])
+/// `marvin serve` on a free port, its log collected, killed when dropped.
+async fn start_serve(fx: &Fixture, grace: &str) -> Served {
+    let addr = free_addr();
+    let mut command = Command::new(marvin_tests::marvin_bin());
+    command
+        .args(["serve", "--listen", &addr.to_string(), "--grace", grace])
         .arg("--config")
         .arg(&fx.config)
         .arg("--data-dir")
         .arg(&fx.data)
-        .env("MARVIN_TEST_HOOK_SECRET", SECRET)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("marvin serve starts");
-    let mut child = child;
-    let log: Arc<std::sync::Mutex<String>> = Arc::default();
-    {
-        let log = Arc::clone(&log);
-        let mut err = child.stderr.take().expect("piped");
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = err.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                log.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-    }
-    let serve = Serve {
-        child,
-        url: format!("http://127.0.0.1:{port}"),
-        log,
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(r) = reqwest::get(format!("{}/healthz", serve.url)).await
-            && r.status().is_success()
-        {
-            return serve;
-        }
-        assert!(Instant::now() < deadline, "marvin serve did not come up");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        .env("MARVIN_TEST_HOOK_SECRET", SECRET);
+    Served::start(command, addr)
+        .await
+        .unwrap_or_else(|e| panic!("marvin serve: {e}"))
 }
 
 fn hooks_options(extra_dev: &str) -> Options {
@@ -162,7 +96,7 @@ async fn post(url: &str, headers: &[(&str, String)], body: Vec<u8>) -> u16 {
     req.send().await.unwrap().status().as_u16()
 }
 
-async fn github(serve: &Serve, body: Vec<u8>, delivery: &str, signature: Option<String>) -> u16 {
+async fn github(serve: &Served, body: Vec<u8>, delivery: &str, signature: Option<String>) -> u16 {
     let mut headers = vec![
         ("x-github-event", "push".to_string()),
         ("x-github-delivery", delivery.to_string()),
@@ -171,7 +105,7 @@ async fn github(serve: &Serve, body: Vec<u8>, delivery: &str, signature: Option<
     if let Some(s) = signature {
         headers.push(("x-hub-signature-256", s));
     }
-    post(&format!("{}/hooks/push", serve.url), &headers, body).await
+    post(&format!("{}/hooks/push", serve.url()), &headers, body).await
 }
 
 fn head(fx: &Fixture) -> String {
@@ -183,7 +117,7 @@ async fn signed_pushes_start_one_build_per_tracking_environment_and_nothing_else
     let fx = Fixture::new("serve-hooks", hooks_options("")).await;
     let serve = start_serve(&fx, "10s").await;
     let commit = head(&fx);
-    let hooks = format!("{}/hooks/push", serve.url);
+    let hooks = format!("{}/hooks/push", serve.url());
 
     // GitHub: one build of dev and one of staging (both track main).
     let body = github_body(&fx, &commit, 1);
@@ -476,32 +410,14 @@ async fn sigterm_during_a_job_exits_within_the_grace_period_and_accounts_for_the
         assert!(Instant::now() < deadline, "no job started");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let pid = serve.child.id() as i32;
     let sent = Instant::now();
-    let status = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = loop {
-        if let Some(s) = serve.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            sent.elapsed() < Duration::from_secs(15),
-            "marvin serve did not exit after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    serve.terminate();
+    let exit = serve
+        .exited_within(Duration::from_secs(15))
+        .await
+        .expect("marvin serve exits after SIGTERM");
     let took = sent.elapsed();
-    let mut out = String::new();
-    serve
-        .child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
+    let out = serve.stdout_lines().join("\n");
     assert!(exit.success(), "{exit:?}\n{out}");
     assert!(took < Duration::from_secs(2 + 5), "exited after {took:?}");
     assert!(out.contains("marvin serve: stopped"), "{out}");

@@ -19,6 +19,7 @@ use common_e2e::{Fixture, Options};
 use marvin_core::chat::Chat;
 use marvin_core::store::{Job, JobState};
 use marvin_telegram::{Mode, TelegramConfig, TelegramError, Url, WebhookConfig};
+use marvin_tests::served::{Served, free_addr};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -434,11 +435,6 @@ fn jobs_len(fx: &Fixture) -> usize {
 
 // ---- (3) webhook: the secret token ----
 
-fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
-    l.local_addr().expect("its address")
-}
-
 async fn post_update(addr: SocketAddr, secret: Option<&str>, update: &Value) -> u16 {
     let client = reqwest::Client::new();
     let mut req = client
@@ -702,7 +698,8 @@ async fn serve_tells_the_environments_group_about_pushes_messages_and_a_killed_c
     .await;
     let fake = FakeApi::start().await;
     let addr = free_addr();
-    let mut serve = std::process::Command::new(marvin_tests::marvin_bin())
+    let mut command = std::process::Command::new(marvin_tests::marvin_bin());
+    command
         .args(["serve", "--listen", &addr.to_string(), "--grace", "5s"])
         .arg("--config")
         .arg(&fx.config)
@@ -711,30 +708,11 @@ async fn serve_tells_the_environments_group_about_pushes_messages_and_a_killed_c
         .env("TELEGRAM_BOT_TOKEN", TOKEN)
         .env("TELEGRAM_API_URL", &fake.url)
         .env("MARVIN_TG_HOOK_SECRET", HOOK_SECRET)
-        .env_remove("SLACK_BOT_TOKEN")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("marvin serve starts");
-    struct Kill<'a>(&'a mut std::process::Child);
-    impl Drop for Kill<'_> {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _guard = Kill(&mut serve);
-    let http = reqwest::Client::new();
-    let until = Instant::now() + Duration::from_secs(30);
-    while http
-        .get(format!("http://{addr}/healthz"))
-        .send()
+        .env_remove("SLACK_BOT_TOKEN");
+    let _serve = Served::start(command, addr)
         .await
-        .is_err()
-    {
-        assert!(Instant::now() < until, "marvin serve did not come up");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        .unwrap_or_else(|e| panic!("marvin serve: {e}"));
+    let http = reqwest::Client::new();
 
     // A signed push: its job's report goes to the group, sent then edited.
     let commit = common_e2e::git(&fx.root.join("work/backend"), &["rev-parse", "HEAD"]);
