@@ -67,7 +67,11 @@ struct Reading {
 /// turning round; in the environment's channel or naming it elsewhere.
 async fn command(chat: &Chat, i: usize) -> Result<(), String> {
     let env = ENVS[(i / 2) % ENVS.len()];
-    let verb = if i.is_multiple_of(2) { "plan" } else { "status" };
+    let verb = if i.is_multiple_of(2) {
+        "plan"
+    } else {
+        "status"
+    };
     let who = person(i % fleet::PEOPLE);
     let (where_, text) = if i.is_multiple_of(3) {
         ("slack:CGENERAL".to_string(), format!("{env} {verb}"))
