@@ -806,11 +806,11 @@ impl Runtime {
             Err(e)
         } else {
             loop {
-                match self.inner.store.try_start_job(
-                    ctx.id,
-                    &self.inner.owner,
-                    self.inner.clock.now_ms(),
-                ) {
+                match self
+                    .inner
+                    .store
+                    .try_start_job(ctx.id, &self.inner.owner, || self.inner.clock.now_ms())
+                {
                     Ok(true) => break Ok(()),
                     Ok(false) => {}
                     Err(e) => {
