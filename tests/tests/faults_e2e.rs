@@ -180,9 +180,11 @@ struct Proxy {
 impl Proxy {
     fn start() -> Proxy {
         let socket = match std::env::var("DOCKER_HOST") {
-            Ok(h) if !h.is_empty() => PathBuf::from(h.strip_prefix("unix://").unwrap_or_else(|| {
-                panic!("the fault tests proxy a unix Docker socket; DOCKER_HOST is {h}")
-            })),
+            Ok(h) if !h.is_empty() => {
+                PathBuf::from(h.strip_prefix("unix://").unwrap_or_else(|| {
+                    panic!("the fault tests proxy a unix Docker socket; DOCKER_HOST is {h}")
+                }))
+            }
             _ => PathBuf::from("/var/run/docker.sock"),
         };
         assert!(
@@ -215,7 +217,9 @@ impl Proxy {
     }
 
     fn listen(&self, listener: std::net::TcpListener) {
-        listener.set_nonblocking(true).expect("non-blocking listener");
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
         let rt = self.rt.as_ref().expect("the proxy runs");
         let _enter = rt.enter();
         let listener = tokio::net::TcpListener::from_std(listener).expect("the proxy's listener");
@@ -254,7 +258,10 @@ impl Proxy {
         // Aborted tasks drop their sockets on the proxy's thread: wait until they have.
         let deadline = Instant::now() + Duration::from_secs(5);
         while conns.iter().any(|c| !c.is_finished()) {
-            assert!(Instant::now() < deadline, "the proxy's connections did not close");
+            assert!(
+                Instant::now() < deadline,
+                "the proxy's connections did not close"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
         // The listener too: a connect must be refused now.
@@ -322,20 +329,21 @@ fn last_step(data: &Path, job: i64) -> String {
         .iter()
         .rev()
         .find(|e| e.kind == "step")
-        .and_then(|e| e.data.get("step").and_then(|s| s.as_str()).map(String::from))
+        .and_then(|e| {
+            e.data
+                .get("step")
+                .and_then(|s| s.as_str())
+                .map(String::from)
+        })
         .unwrap_or_else(|| "-".to_string())
 }
 
 /// Whether a job has an event of this kind (`build_started`, `step` deploy, ...).
 fn has_event(store: &Store, job: i64, kind: &str, step: Option<&str>) -> bool {
-    store
-        .events(job)
-        .expect("read the events")
-        .iter()
-        .any(|e| {
-            e.kind == kind
-                && step.is_none_or(|s| e.data.get("step").and_then(|v| v.as_str()) == Some(s))
-        })
+    store.events(job).expect("read the events").iter().any(|e| {
+        e.kind == kind
+            && step.is_none_or(|s| e.data.get("step").and_then(|v| v.as_str()) == Some(s))
+    })
 }
 
 /// The environment is as a clean build leaves it: each service once, by its
@@ -425,7 +433,14 @@ async fn engine_gone_mid_build_fails_the_job_naming_the_engine_and_the_next_buil
     let proxy = Proxy::start();
     let host = proxy.docker_host();
     let data = fx.data.clone();
-    let first = marvin(&fx, &data, Some(&host), &["build", "dev", "--json"], MINUTES).await;
+    let first = marvin(
+        &fx,
+        &data,
+        Some(&host),
+        &["build", "dev", "--json"],
+        MINUTES,
+    )
+    .await;
     assert_eq!(first.code, Some(0), "first build:\n{}", first.text());
 
     // api's build takes seconds: the engine goes while it runs.
@@ -470,14 +485,32 @@ async fn engine_gone_mid_build_fails_the_job_naming_the_engine_and_the_next_buil
         [JobState::Succeeded, JobState::Failed],
         "one job per build, the cut one failed"
     );
-    assert_eq!(recorded[1].error.as_deref(), Some(error), "the store has the reason");
+    assert_eq!(
+        recorded[1].error.as_deref(),
+        Some(error),
+        "the store has the reason"
+    );
 
     proxy.restore();
-    let next = marvin(&fx, &data, Some(&host), &["build", "dev", "--json"], MINUTES).await;
-    assert_eq!(next.code, Some(0), "the build after the engine is back:\n{}", next.text());
+    let next = marvin(
+        &fx,
+        &data,
+        Some(&host),
+        &["build", "dev", "--json"],
+        MINUTES,
+    )
+    .await;
+    assert_eq!(
+        next.code,
+        Some(0),
+        "the build after the engine is back:\n{}",
+        next.text()
+    );
     let built = next.summary()["built"].clone();
     assert!(
-        built.as_array().is_some_and(|b| b.iter().any(|x| x[0] == "api")),
+        built
+            .as_array()
+            .is_some_and(|b| b.iter().any(|x| x[0] == "api")),
         "api is built this time: {built}"
     );
     assert_converged(&fx, &data).await;
@@ -494,7 +527,14 @@ async fn engine_gone_mid_deploy_fails_the_job_naming_the_engine_and_the_next_bui
     let proxy = Proxy::start();
     let host = proxy.docker_host();
     let data = fx.data.clone();
-    let first = marvin(&fx, &data, Some(&host), &["build", "dev", "--json"], MINUTES).await;
+    let first = marvin(
+        &fx,
+        &data,
+        Some(&host),
+        &["build", "dev", "--json"],
+        MINUTES,
+    )
+    .await;
     assert_eq!(first.code, Some(0), "first build:\n{}", first.text());
 
     // api takes seconds to become healthy: the engine goes while marvin waits
@@ -546,7 +586,11 @@ async fn engine_gone_mid_deploy_fails_the_job_naming_the_engine_and_the_next_bui
         [JobState::Succeeded, JobState::Failed],
         "one job per build, the cut one failed"
     );
-    assert_eq!(recorded[1].error.as_deref(), Some(error), "the store has the reason");
+    assert_eq!(
+        recorded[1].error.as_deref(),
+        Some(error),
+        "the store has the reason"
+    );
     let aside: Vec<String> = fx
         .containers("dev")
         .await
@@ -556,8 +600,20 @@ async fn engine_gone_mid_deploy_fails_the_job_naming_the_engine_and_the_next_bui
     eprintln!("left by the cut deploy: {aside:?}");
 
     proxy.restore();
-    let next = marvin(&fx, &data, Some(&host), &["build", "dev", "--json"], MINUTES).await;
-    assert_eq!(next.code, Some(0), "the build after the engine is back:\n{}", next.text());
+    let next = marvin(
+        &fx,
+        &data,
+        Some(&host),
+        &["build", "dev", "--json"],
+        MINUTES,
+    )
+    .await;
+    assert_eq!(
+        next.code,
+        Some(0),
+        "the build after the engine is back:\n{}",
+        next.text()
+    );
     assert_converged(&fx, &data).await;
     assert_eq!(
         states(&jobs(&fx, &data)),
@@ -620,7 +676,11 @@ async fn git_remote_gone_fails_the_build_naming_the_repo_and_the_environment_kee
     for (service, c) in fx.services("dev").await {
         assert_eq!(c.state, ContainerState::Running, "{service} still runs");
     }
-    assert_eq!(running(&fx).await, before, "`marvin status dev` is unchanged");
+    assert_eq!(
+        running(&fx).await,
+        before,
+        "`marvin status dev` is unchanged"
+    );
     assert_eq!(
         states(&jobs(&fx, &data)),
         [JobState::Succeeded, JobState::Failed]
@@ -630,7 +690,12 @@ async fn git_remote_gone_fails_the_build_naming_the_repo_and_the_environment_kee
     std::fs::rename(&away, &remote).expect("put the frontend remote back");
     change(&fx, "frontend", "web/index.html", "<h1>web 2</h1>\n");
     let next = marvin(&fx, &data, None, &["build", "dev", "--json"], MINUTES).await;
-    assert_eq!(next.code, Some(0), "the build after the remote is back:\n{}", next.text());
+    assert_eq!(
+        next.code,
+        Some(0),
+        "the build after the remote is back:\n{}",
+        next.text()
+    );
     assert_eq!(next.summary()["recreated"], serde_json::json!(["web"]));
     assert_converged(&fx, &data).await;
     assert_eq!(
@@ -689,7 +754,12 @@ async fn sigkill_at_random_points_of_20_jobs_loses_no_record_and_the_next_build_
     ];
     change(&fx, "backend", "api/index.html", "api 0\n");
     let measured = marvin(&fx, &data, None, &["build", "dev", "--json"], MINUTES).await;
-    assert_eq!(measured.code, Some(0), "measured build:\n{}", measured.text());
+    assert_eq!(
+        measured.code,
+        Some(0),
+        "measured build:\n{}",
+        measured.text()
+    );
     let span = measured.took;
     eprintln!(
         "sigkill: one changed service takes {:.2}s (first full build {:.2}s)",
@@ -721,13 +791,17 @@ async fn sigkill_at_random_points_of_20_jobs_loses_no_record_and_the_next_build_
                 break j.id;
             }
             if process.ended() {
-                panic!("marvin ended before its job was recorded:\n{}", process.output(None).text());
+                panic!(
+                    "marvin ended before its job was recorded:\n{}",
+                    process.output(None).text()
+                );
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         };
         drop(store);
         let finish = rng.unit() < 0.2;
-        let delay = span.mul_f64(rng.unit() * 1.2);
+        // Squared: early points (fetch, plan, build) get as many kills as the long deploy.
+        let delay = span.mul_f64(rng.unit().powi(2) * 1.2);
         if finish {
             let ran = process.finish(MINUTES).await;
             ran.assert_no_panic();
@@ -758,7 +832,11 @@ async fn sigkill_at_random_points_of_20_jobs_loses_no_record_and_the_next_build_
     }
 
     // Before any recovery: the file is sound and every process left its one record.
-    assert_eq!(integrity(&data), "ok", "the database after {KILLS} SIGKILLs");
+    assert_eq!(
+        integrity(&data),
+        "ok",
+        "the database after {KILLS} SIGKILLs"
+    );
     let raw = jobs(&fx, &data);
     assert_eq!(raw.len(), setup_jobs + KILLS, "one record per process");
     let mut tally: BTreeMap<String, usize> = BTreeMap::new();
@@ -774,7 +852,12 @@ async fn sigkill_at_random_points_of_20_jobs_loses_no_record_and_the_next_build_
         next.took.as_secs_f64(),
         next.summary()
     );
-    assert_eq!(next.code, Some(0), "the build after the kills:\n{}", next.text());
+    assert_eq!(
+        next.code,
+        Some(0),
+        "the build after the kills:\n{}",
+        next.text()
+    );
     let all = jobs(&fx, &data);
     assert_eq!(all.len(), setup_jobs + KILLS + 1, "no record lost or added");
     let mut tally: BTreeMap<String, usize> = BTreeMap::new();
@@ -801,7 +884,11 @@ async fn sigkill_at_random_points_of_20_jobs_loses_no_record_and_the_next_build_
     assert_eq!(again.code, Some(0), "{}", again.text());
     let s = again.summary();
     for key in ["built", "created", "recreated", "removed"] {
-        assert_eq!(s[key], serde_json::json!([]), "the build after does nothing: {s}");
+        assert_eq!(
+            s[key],
+            serde_json::json!([]),
+            "the build after does nothing: {s}"
+        );
     }
     eprintln!(
         "sigkill: whole test {:.1}s",
@@ -838,7 +925,11 @@ async fn sigkill_of_a_queued_job_does_not_hold_up_the_next_build() {
         {
             break j;
         }
-        assert!(!b.ended(), "B ended before it queued:\n{}", b.output(None).text());
+        assert!(
+            !b.ended(),
+            "B ended before it queued:\n{}",
+            b.output(None).text()
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
     assert_eq!(b_job.state, JobState::Queued, "B waits behind A");
@@ -859,6 +950,10 @@ async fn sigkill_of_a_queued_job_does_not_hold_up_the_next_build() {
             - b_job.created_ms,
         b_owner.owner,
         b_ran.code
+    );
+    assert!(
+        b_owner.owner.is_some(),
+        "B's job names its process from the start, so its death is seen at once"
     );
     let a_ran = a.finish(MINUTES).await;
     assert_eq!(a_ran.code, Some(0), "A:\n{}", a_ran.text());
@@ -992,13 +1087,18 @@ async fn full_disk_under_the_data_dir_fails_clearly_keeps_the_database_sound_and
     eprintln!("disk full (a): exit {:?}: {}", ran.code, ran.stderr.trim());
     assert_eq!(ran.code, Some(1), "{}", ran.text());
     assert!(
-        ran.stderr.contains("the disk is full")
-            && ran.stderr.contains(&data.display().to_string()),
+        ran.stderr.contains("the disk is full") && ran.stderr.contains(&data.display().to_string()),
         "the error says the disk is full and where: {}",
         ran.text()
     );
-    assert_eq!(integrity(&data), "ok", "the database on a full disk");
+    // (SQLite cannot even open a WAL database on a full disk: check once there is room.)
     std::fs::remove_file(&filler).expect("remove the filler");
+    assert_eq!(integrity(&data), "ok", "the database after the full disk");
+    assert_eq!(
+        states(&jobs(&fx, &data)),
+        [JobState::Succeeded],
+        "the job that could not be recorded is not there"
+    );
 
     // (b) Room for the state database, not for a big commit's objects: the
     // fetch fails, the job is recorded as failed with the reason.
@@ -1028,14 +1128,19 @@ async fn full_disk_under_the_data_dir_fails_clearly_keeps_the_database_sound_and
     assert_eq!(
         states(&jobs(&fx, &data)),
         [JobState::Succeeded, JobState::Failed],
-        "the job that could not be recorded is not there; the fetch that failed is"
+        "the job whose fetch failed is recorded as failed"
     );
     assert_eq!(integrity(&data), "ok", "the database on a nearly full disk");
 
     // Room again: the next build deploys the change.
     std::fs::remove_file(&filler).expect("remove the filler");
     let next = marvin(&fx, &data, None, &["build", "dev", "--json"], MINUTES).await;
-    assert_eq!(next.code, Some(0), "the build with room again:\n{}", next.text());
+    assert_eq!(
+        next.code,
+        Some(0),
+        "the build with room again:\n{}",
+        next.text()
+    );
     assert_eq!(next.summary()["recreated"], serde_json::json!(["docs"]));
     assert_converged(&fx, &data).await;
     assert_eq!(integrity(&data), "ok");
