@@ -472,6 +472,7 @@ async fn engine_gone_mid_build_fails_the_job_naming_the_engine_and_the_next_buil
     assert_eq!(summary["state"], "failed", "{}", ran.text());
     assert_eq!(summary["failed_step"], "build", "{}", ran.text());
     let error = summary["error"].as_str().unwrap_or_default();
+    eprintln!("engine cut: the job says: {error}");
     assert!(
         error.contains(&format!("cannot reach the Docker engine at {host}"))
             && error.contains("api")
@@ -574,6 +575,7 @@ async fn engine_gone_mid_deploy_fails_the_job_naming_the_engine_and_the_next_bui
     assert_eq!(summary["state"], "failed", "{}", ran.text());
     assert_eq!(summary["failed_step"], "deploy", "{}", ran.text());
     let error = summary["error"].as_str().unwrap_or_default();
+    eprintln!("engine cut: the job says: {error}");
     assert!(
         error.contains(&format!("cannot reach the Docker engine at {host}"))
             && error.starts_with("api"),
