@@ -288,9 +288,18 @@ impl JobHandle {
     }
 }
 
-/// A build in flight: its result is how long it took, or its last log lines.
+/// A build in flight: its result is how long it took, or why it failed.
 /// `Ok(None)`: the image turned out to be present already (another job built it).
-type BuildCell = Arc<OnceCell<Result<Option<u64>, String>>>;
+type BuildCell = Arc<OnceCell<Result<Option<u64>, BuildError>>>;
+
+/// Why an image was not built.
+#[derive(Clone)]
+enum BuildError {
+    /// The build ran and failed: its last log lines say why.
+    Failed(Vec<String>),
+    /// It could not run (engine unreachable, context unreadable): the reason.
+    NotRun(String),
+}
 
 struct Inner {
     marvin: Marvin,
@@ -580,7 +589,7 @@ impl Runtime {
             .map_err(MarvinError::from)?
             .name
             .clone();
-        let job = self.inner.store.create_job(
+        let job = self.inner.store.create_job_owned(
             &NewJob {
                 project: self.inner.marvin.project.name.clone(),
                 env: env.clone(),
@@ -599,6 +608,7 @@ impl Runtime {
                 origin: request.origin.clone(),
                 trigger: request.trigger.clone(),
             },
+            Some(&self.inner.owner),
             self.inner.clock.now_ms(),
         )?;
         if approval {
@@ -1141,11 +1151,16 @@ impl Runtime {
                 });
                 Ok(())
             }
-            Err(message) => Err(StepError {
+            Err(BuildError::Failed(last_lines)) => Err(StepError {
                 step: "build".into(),
                 message: format!("building {} failed", spec.service),
-                last_lines: message.lines().map(str::to_string).collect(),
+                last_lines,
             }),
+            // Not the Dockerfile's fault: the reason is the message.
+            Err(BuildError::NotRun(reason)) => Err(StepError::new(
+                "build",
+                format!("building {} failed: {reason}", spec.service),
+            )),
         }
     }
 
@@ -1156,13 +1171,14 @@ impl Runtime {
         plan: &Plan,
         spec: &ServiceBuild,
         forced: bool,
-    ) -> Result<Option<u64>, String> {
+    ) -> Result<Option<u64>, BuildError> {
+        let not_run = |e: &dyn std::fmt::Display| BuildError::NotRun(e.to_string());
         let _permit = self
             .inner
             .build_slots
             .acquire()
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| not_run(&e))?;
         // A job that planned this build may arrive after another job's build
         // of the same key finished and left the single-flight map.
         if !forced
@@ -1195,8 +1211,8 @@ impl Runtime {
         let dockerfile_path = spec.dockerfile.clone();
         let text = tokio::task::spawn_blocking(move || workspace.read_file(&dockerfile_path))
             .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?
+            .map_err(|e| not_run(&e))?
+            .map_err(|e| not_run(&e))?
             .unwrap_or_default();
         let replace: BTreeMap<String, String> = spec
             .from_services
@@ -1236,8 +1252,8 @@ impl Runtime {
         let context = spec.context.clone();
         let tar = tokio::task::spawn_blocking(move || workspace.context_tar(&context, &extra))
             .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| not_run(&e))?
+            .map_err(|e| not_run(&e))?;
         let request = BuildRequest {
             tag: spec.tag.clone(),
             dockerfile: spec.inputs.dockerfile_path.clone(),
@@ -1255,8 +1271,13 @@ impl Runtime {
             .await
             .map(|_| Some(started.elapsed().as_millis() as u64))
             .map_err(|e| match e {
-                EngineError::BuildFailed { last_lines, .. } => last_lines.join("\n"),
-                other => other.to_string(),
+                EngineError::BuildFailed { last_lines, .. } => BuildError::Failed(
+                    last_lines
+                        .iter()
+                        .flat_map(|l| l.lines().map(str::to_string))
+                        .collect(),
+                ),
+                other => not_run(&other),
             })
     }
 
@@ -1543,7 +1564,11 @@ impl Runtime {
                 if let Some(id) = new_id {
                     let _ = engine.remove_container(&id).await;
                 }
-                let mut message = format!("{} did not come up: {error}", d.service);
+                let mut message = match &error {
+                    // Not the container's fault: the engine went away.
+                    EngineError::Unreachable { .. } => format!("{}: {error}", d.service),
+                    _ => format!("{} did not come up: {error}", d.service),
+                };
                 if let Some(old) = &previous {
                     let restored = async {
                         engine.rename_container(&old.id, &d.spec.name).await?;

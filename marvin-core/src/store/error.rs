@@ -2,7 +2,8 @@
 
 use std::fmt;
 use std::io;
-use std::path::PathBuf;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use rusqlite::ErrorCode;
 
@@ -81,6 +82,17 @@ impl Problem {
         }
     }
 
+    /// Classifies a SQLite error on the database at `path`. SQLite says "disk
+    /// I/O error" also when the disk is full (it could not grow the WAL or its
+    /// shared-memory file), so an I/O error is put to the OS: a probe write
+    /// beside the database that finds no space makes it [`Problem::DiskFull`].
+    pub(crate) fn of_sqlite_at(err: &rusqlite::Error, path: &Path) -> Problem {
+        match Problem::of_sqlite(err) {
+            Problem::Io if no_space_beside(path) => Problem::DiskFull,
+            problem => problem,
+        }
+    }
+
     /// Classifies an operating-system error met while preparing the file.
     pub(crate) fn of_io(err: &io::Error) -> Problem {
         match err.kind() {
@@ -90,6 +102,23 @@ impl Problem {
             _ => Problem::Other(err.to_string()),
         }
     }
+}
+
+/// Whether the file system holding `path` refuses a small write for want of space.
+fn no_space_beside(path: &Path) -> bool {
+    let Some(dir) = path.parent() else {
+        return false;
+    };
+    let probe = dir.join(format!(".marvin-space-probe-{}", std::process::id()));
+    let written = fs_probe(&probe);
+    let _ = std::fs::remove_file(&probe);
+    matches!(written, Err(e) if e.kind() == io::ErrorKind::StorageFull)
+}
+
+fn fs_probe(probe: &Path) -> io::Result<()> {
+    let mut file = std::fs::File::create(probe)?;
+    file.write_all(&[0u8; 64 * 1024])?;
+    file.sync_all()
 }
 
 /// Why a store operation failed. Every variant names the database file.

@@ -60,10 +60,22 @@ fn query_jobs(
 impl Store {
     /// Persists a new job in state `queued` and returns it with its number.
     pub fn create_job(&self, job: &NewJob, now_ms: i64) -> Result<Job, StoreError> {
+        self.create_job_owned(job, None, now_ms)
+    }
+
+    /// Like [`Store::create_job`], recording the process that will run it
+    /// (`host:pid`), so a process that dies before the job starts is known
+    /// to be gone at once rather than after a heartbeat goes stale.
+    pub fn create_job_owned(
+        &self,
+        job: &NewJob,
+        owner: Option<&str>,
+        now_ms: i64,
+    ) -> Result<Job, StoreError> {
         self.write("creating a job", Durability::Full, |tx| {
             tx.execute(
-                "INSERT INTO jobs (project, env, verb, args, who, origin, trigger, state, created_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8)",
+                "INSERT INTO jobs (project, env, verb, args, who, origin, trigger, state, created_ms, owner, heartbeat_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?9, CASE WHEN ?9 IS NULL THEN NULL ELSE ?8 END)",
                 params![
                     job.project,
                     job.env,
@@ -72,7 +84,8 @@ impl Store {
                     job.who,
                     job.origin,
                     job.trigger,
-                    now_ms
+                    now_ms,
+                    owner
                 ],
             )?;
             Ok(Job {

@@ -117,7 +117,7 @@ impl Store {
 
         let sql_err = |action, source: rusqlite::Error| StoreError::Database {
             path: path.to_owned(),
-            problem: Problem::of_sqlite(&source),
+            problem: Problem::of_sqlite_at(&source, path),
             action,
             source: Box::new(source),
         };
@@ -225,8 +225,8 @@ impl Store {
         let path = self.inner.path.clone();
         match fail {
             Fail::Sql(source) => StoreError::Database {
+                problem: Problem::of_sqlite_at(&source, &path),
                 path,
-                problem: Problem::of_sqlite(&source),
                 action,
                 source: Box::new(source),
             },
@@ -246,7 +246,7 @@ impl Store {
 fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
     let sql_err = |source: rusqlite::Error| StoreError::Database {
         path: path.to_owned(),
-        problem: Problem::of_sqlite(&source),
+        problem: Problem::of_sqlite_at(&source, path),
         action: "upgrading the schema",
         source: Box::new(source),
     };

@@ -602,7 +602,28 @@ pub fn marvin_binary() -> PathBuf {
         .and_then(|n| n.to_str())
         .map(|n| if n == "debug" { "dev" } else { n })
         .expect("a profile directory name");
-    let status = Command::new(env!("CARGO"))
+    let mut cargo = Command::new(env!("CARGO"));
+    // What `cargo test` sets for this test (CARGO_MANIFEST_DIR, CARGO_PKG_*)
+    // is not what a plain `cargo build` sees: build scripts that watch it
+    // (ring's) would rebuild here, and again at the next `cargo test`.
+    for (key, _) in std::env::vars_os() {
+        if let Some(key) = key.to_str()
+            && [
+                "CARGO_MANIFEST_",
+                "CARGO_PKG_",
+                "CARGO_CRATE_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+                "CARGO_TARGET_TMPDIR",
+                "CARGO_BIN_EXE_",
+                "CARGO_RUSTC_CURRENT_DIR",
+            ]
+            .iter()
+            .any(|p| key.starts_with(p))
+        {
+            cargo.env_remove(key);
+        }
+    }
+    let status = cargo
         .args(["build", "--quiet", "-p", "marvin-cli", "--bin", "marvin"])
         .args(["--profile", profile])
         .env("CARGO_TARGET_DIR", target)
