@@ -15,7 +15,7 @@ use crate::config::{EngineKind, Environment, Role};
 use crate::engine::{LABEL_ENV, LABEL_PROJECT, ObservedContainer};
 use crate::locks::{self, BuildGate, LockDecision, UnlockDecision};
 use crate::marvin::{Marvin, MarvinError};
-use crate::runtime::JobKind;
+use crate::runtime::{Clock, JobKind};
 use crate::store::{Job, Lock, LockOutcome, Store, StoreError, UnlockOutcome};
 
 /// Why a command could not be carried out.
@@ -301,7 +301,17 @@ pub fn history(
     n: usize,
 ) -> Result<Vec<Job>, CommandError> {
     let environment = marvin.project.environment(env)?;
+    settle_abandoned(marvin, store, crate::runtime::SystemClock.now_ms());
     Ok(store.jobs(&marvin.project.name, Some(&environment.name), n)?)
+}
+
+/// A job whose process died (SIGKILL, power loss) is shown as interrupted,
+/// not running, even when no runtime has started since to sweep it. A
+/// store that cannot be written (a full disk) is still read.
+fn settle_abandoned(marvin: &Marvin, store: &Store, now_ms: i64) {
+    if let Err(e) = crate::runtime::sweep_abandoned(store, &marvin.project.name, now_ms) {
+        tracing::warn!("could not mark the jobs of dead processes interrupted: {e}");
+    }
 }
 
 /// `status`: the containers the engine holds for `env`, its lock, its last job.
@@ -312,6 +322,7 @@ pub async fn status(
     now_ms: i64,
 ) -> Result<EnvStatus, CommandError> {
     let environment = marvin.project.environment(env)?.clone();
+    settle_abandoned(marvin, store, now_ms);
     let engine = marvin.engine.clone().ok_or(CommandError::NoEngine)?;
     let labels = BTreeMap::from([
         (LABEL_PROJECT.to_string(), marvin.project.name.clone()),

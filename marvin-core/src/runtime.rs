@@ -2051,7 +2051,7 @@ fn owner_alive(
 }
 
 /// Mark as interrupted every unfinished job whose process is gone.
-fn sweep_abandoned(
+pub(crate) fn sweep_abandoned(
     store: &Store,
     project: &str,
     now_ms: i64,

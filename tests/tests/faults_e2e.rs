@@ -986,6 +986,55 @@ async fn sigkill_of_a_queued_job_does_not_hold_up_the_next_build() {
     );
 }
 
+/// `marvin history` and `marvin status` start no runtime, yet a job whose
+/// process was killed reads as interrupted there at once, not as running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_job_reads_as_interrupted_in_history_and_status_at_once() {
+    let fx = Fixture::new("sigkill-read", Options::default()).await;
+    let data = fx.data.clone();
+    let first = marvin(&fx, &data, None, &["build", "dev", "--json"], MINUTES).await;
+    assert_eq!(first.code, Some(0), "first build:\n{}", first.text());
+    let slow = format!(
+        "FROM {}\nRUN sleep 6\nCOPY . /www\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n",
+        common_e2e::base_image()
+    );
+    change(&fx, "backend", "api/Dockerfile", &slow);
+    let mut a = spawn(&fx, &data, None, &["build", "dev", "--json"]);
+    let a_job = wait_for(&fx, &data, &mut a, "A running", async |_, _| true).await;
+    a.kill();
+    // Nothing has swept the store yet: it still says running.
+    let killed = jobs(&fx, &data)
+        .into_iter()
+        .find(|j| j.id == a_job)
+        .expect("A's job");
+    assert_eq!(killed.state, JobState::Running, "{killed:?}");
+
+    let history = marvin(&fx, &data, None, &["history", "dev", "--json"], MINUTES).await;
+    assert_eq!(history.code, Some(0), "{}", history.text());
+    let listed: serde_json::Value = serde_json::from_str(&history.stdout).expect("history --json");
+    let shown = listed
+        .as_array()
+        .expect("a list of jobs")
+        .iter()
+        .find(|j| j["id"] == serde_json::json!(a_job))
+        .unwrap_or_else(|| panic!("job {a_job} in {listed}"));
+    assert_eq!(shown["state"], "interrupted", "{shown}");
+
+    let status = marvin(&fx, &data, None, &["status", "dev"], MINUTES).await;
+    assert_eq!(status.code, Some(0), "{}", status.text());
+    assert!(
+        status
+            .stdout
+            .contains(&format!("last job: #{a_job} build interrupted")),
+        "status shows the killed job interrupted:\n{}",
+        status.stdout
+    );
+    assert_eq!(
+        states(&jobs(&fx, &data)),
+        [JobState::Succeeded, JobState::Interrupted]
+    );
+}
+
 // ---------------------------------------------------------------------------
 // 4. The data directory's disk is full.
 
