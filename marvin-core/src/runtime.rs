@@ -1128,11 +1128,17 @@ impl Runtime {
             })
             .await
             .clone();
-        self.inner
-            .inflight
-            .lock()
-            .expect("inflight lock")
-            .remove(&spec.key);
+        {
+            // Leave the map only if it still holds this build: a later job may
+            // already have started a new one for the same key (after a failure).
+            let mut inflight = self.inner.inflight.lock().expect("inflight lock");
+            if inflight
+                .get(&spec.key)
+                .is_some_and(|current| Arc::ptr_eq(current, &cell))
+            {
+                inflight.remove(&spec.key);
+            }
+        }
         match result {
             Ok(Some(millis)) if built_here => {
                 {
