@@ -4,6 +4,7 @@
 //! already handled (Telegram may deliver one twice).
 
 use marvin_core::chat::Message;
+use teloxide::types::{Update, UpdateKind};
 
 /// How many update ids are remembered to drop repeats.
 pub const SEEN_CAPACITY: usize = 4096;
@@ -21,6 +22,21 @@ pub struct Incoming<'a> {
     pub private: bool,
     /// The message text.
     pub text: &'a str,
+}
+
+/// The text message an update carries, or `None` for any other update
+/// (edits, callbacks, stickers, messages without text).
+pub fn incoming_of(update: &Update) -> Option<Incoming<'_>> {
+    let UpdateKind::Message(m) = &update.kind else {
+        return None;
+    };
+    Some(Incoming {
+        from: m.from.as_ref().map(|u| u.id.0),
+        from_bot: m.from.as_ref().is_some_and(|u| u.is_bot),
+        chat: m.chat.id.0,
+        private: m.chat.is_private(),
+        text: m.text()?,
+    })
 }
 
 /// The dispatcher's [`Message`] for a Telegram message, or `None` when it
