@@ -113,7 +113,10 @@ pub fn marvin_yml(data: &[u8]) {
             let by_alias = project
                 .environment(alias)
                 .expect("an alias is found once the file parsed");
-            assert_eq!(by_alias.name, env.name, "alias `{alias}` finds its own environment");
+            assert_eq!(
+                by_alias.name, env.name,
+                "alias `{alias}` finds its own environment"
+            );
         }
         for channel in &env.channels {
             assert!(
@@ -131,8 +134,10 @@ pub fn marvin_yml(data: &[u8]) {
     }
     assert!(names.iter().all(|n| !n.is_empty()));
     for repo in &project.repos {
-        assert_eq!(project.repo(&repo.name).expect("a repo by its name").name, repo.name);
-        let _ = project.branch_for(&repo.name);
+        assert_eq!(
+            project.repo(&repo.name).expect("a repo by its name").name,
+            repo.name
+        );
     }
     for (name, task) in &project.tasks {
         assert_eq!(&project.task(name).expect("a task by its name").name, name);
@@ -207,21 +212,26 @@ pub fn compose(data: &[u8]) {
     if replace.is_empty() {
         assert_eq!(rewritten, text, "nothing to replace leaves the text alone");
     }
-    let labels: BTreeMap<String, String> =
-        [("marvin.job".to_string(), "42".to_string())].into();
+    let labels: BTreeMap<String, String> = [("marvin.job".to_string(), "42".to_string())].into();
     if let Some(labelled) = dockerfile::with_labels(&text, &labels) {
         assert!(labelled.starts_with(text.trim_end()) || labelled.contains("LABEL"));
     }
 
     // Redaction: no secret survives, and redacting twice changes nothing.
-    let redactor = Redactor::new([SECRET_VALUE.to_string(), text.lines().next().unwrap_or("").to_string()]);
+    let redactor = Redactor::new([
+        SECRET_VALUE.to_string(),
+        text.lines().next().unwrap_or("").to_string(),
+    ]);
     let once = redactor.redact(&text).into_owned();
     assert!(!once.contains(SECRET_VALUE), "a secret survived redaction");
     let twice = redactor.redact(&once).into_owned();
     assert_eq!(twice, once, "redaction is idempotent");
     let mut json = serde_json::json!({ "log": text, "k": [text.clone()] });
     redactor.redact_json(&mut json);
-    assert!(!json.to_string().contains(SECRET_VALUE), "a secret survived JSON redaction");
+    assert!(
+        !json.to_string().contains(SECRET_VALUE),
+        "a secret survived JSON redaction"
+    );
 }
 
 // ---- chat commands ----
@@ -283,11 +293,7 @@ pub fn webhook(data: &[u8]) {
     let body = fields.next().unwrap_or_default();
 
     let senders = [
-        (
-            "X-GitHub-Event",
-            "X-Hub-Signature-256",
-            "X-GitHub-Delivery",
-        ),
+        ("X-GitHub-Event", "X-Hub-Signature-256", "X-GitHub-Delivery"),
         ("X-Gitlab-Event", "X-Gitlab-Token", "X-Gitlab-Event-UUID"),
         ("X-Gitea-Event", "X-Gitea-Signature", "X-Gitea-Delivery"),
         ("X-Gogs-Event", "X-Gogs-Signature", "X-Gogs-Delivery"),
@@ -297,7 +303,9 @@ pub fn webhook(data: &[u8]) {
     let (event_header, signature_header, delivery_header) = senders[sender];
     let signature_of = |secret: &str| match sender {
         1 => secret.to_string(),
-        2 | 3 => webhook::sign(secret, body).trim_start_matches("sha256=").to_string(),
+        2 | 3 => webhook::sign(secret, body)
+            .trim_start_matches("sha256=")
+            .to_string(),
         _ => webhook::sign(secret, body),
     };
     let valid = [signature_of(HOOK_SECRET), signature_of(REPO_HOOK_SECRET)];
@@ -347,7 +355,10 @@ pub fn webhook(data: &[u8]) {
     let parsed = webhook::parse(&headers, body, &secrets);
     match &parsed {
         Ok(push) => {
-            assert!(genuinely_signed, "an unsigned or wrongly signed delivery was accepted");
+            assert!(
+                genuinely_signed,
+                "an unsigned or wrongly signed delivery was accepted"
+            );
             assert!(!push.commit.is_empty());
             assert!(push.commit.chars().all(|c| c.is_ascii_hexdigit()));
             assert!(!push.signed_with.is_empty());
@@ -356,7 +367,11 @@ pub fn webhook(data: &[u8]) {
         }
         Err(e) => {
             if !genuinely_signed {
-                assert_eq!(e.status(), 401, "an unverified delivery is refused with 401: {e}");
+                assert_eq!(
+                    e.status(),
+                    401,
+                    "an unverified delivery is refused with 401: {e}"
+                );
             }
             assert!(matches!(e.status(), 202 | 400 | 401 | 404));
             if !input_has_secret {
@@ -393,14 +408,20 @@ pub fn webhook(data: &[u8]) {
     // Messages for the channels: only the project's secret signs them.
     let by_project = webhook::sign(HOOK_SECRET, body);
     let by_repo = webhook::sign(REPO_HOOK_SECRET, body);
-    assert!(webhook::verify_message(&[("X-Marvin-Signature", &by_project)], body, &secrets).is_ok());
+    assert!(
+        webhook::verify_message(&[("X-Marvin-Signature", &by_project)], body, &secrets).is_ok()
+    );
     assert!(webhook::verify_message(&[("X-Marvin-Signature", &by_repo)], body, &secrets).is_err());
     let forged = webhook::verify_message(&[("X-Marvin-Signature", &value)], body, &secrets);
     assert_eq!(forged.is_ok(), value.trim() == by_project);
 
     // URLs from the body are compared normalized; normalizing is idempotent.
     let url = webhook::normalize_url(&value);
-    assert_eq!(webhook::normalize_url(&url), url, "normalize_url(`{value}`)");
+    assert_eq!(
+        webhook::normalize_url(&url),
+        url,
+        "normalize_url(`{value}`)"
+    );
 }
 
 fn secrets() -> WebhookSecrets {
@@ -424,7 +445,10 @@ pub fn slack(data: &[u8]) {
 
     let sig = signature::sign(SLACK_SECRET, SLACK_NOW, data);
     let ts = SLACK_NOW.to_string();
-    assert_eq!(signature::verify(SLACK_SECRET, Some(&ts), Some(&sig), data, SLACK_NOW), Ok(()));
+    assert_eq!(
+        signature::verify(SLACK_SECRET, Some(&ts), Some(&sig), data, SLACK_NOW),
+        Ok(())
+    );
     assert_eq!(
         signature::verify(b"another secret", Some(&ts), Some(&sig), data, SLACK_NOW),
         Err(SignatureError::Mismatch)
@@ -433,13 +457,22 @@ pub fn slack(data: &[u8]) {
     let text = text(data);
     let mut lines = text.splitn(3, '\n');
     let (ts_given, sig_given, rest) = (lines.next(), lines.next(), lines.next().unwrap_or(""));
-    let verdict = signature::verify(SLACK_SECRET, ts_given, sig_given, rest.as_bytes(), SLACK_NOW);
+    let verdict = signature::verify(
+        SLACK_SECRET,
+        ts_given,
+        sig_given,
+        rest.as_bytes(),
+        SLACK_NOW,
+    );
     if verdict.is_ok() {
         let expected = ts_given
             .and_then(|t| t.trim().parse::<i64>().ok())
             .map(|t| signature::sign(SLACK_SECRET, t, rest.as_bytes()));
         // Only a signature made with the secret passes (over the timestamp as sent).
-        assert!(expected.is_some(), "a request without a readable timestamp passed");
+        assert!(
+            expected.is_some(),
+            "a request without a readable timestamp passed"
+        );
     }
 
     let bot = BotIdentity {

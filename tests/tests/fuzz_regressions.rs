@@ -18,11 +18,16 @@ fn fuzz_dir() -> PathBuf {
 /// The files of `fuzz/<kind>/<target>/`, sorted (`.gitkeep` and the like left out).
 fn inputs(kind: &str, target: &str) -> Vec<PathBuf> {
     let dir = fuzz_dir().join(kind).join(target);
-    let entries = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{} cannot be read: {e}", dir.display()));
+    let entries =
+        std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{} cannot be read: {e}", dir.display()));
     let mut files: Vec<PathBuf> = entries
         .map(|e| e.expect("a directory entry").path())
-        .filter(|p| p.is_file() && !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+        .filter(|p| {
+            p.is_file()
+                && !p
+                    .file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
         .collect();
     files.sort();
     files
@@ -57,7 +62,11 @@ fn replay(kind: &str) -> (usize, Vec<String>) {
 #[test]
 fn every_fuzz_regression_input_stays_fixed() {
     let (count, failures) = replay("regressions");
-    assert!(failures.is_empty(), "fuzz regressions fail again:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "fuzz regressions fail again:\n{}",
+        failures.join("\n")
+    );
     eprintln!("{count} regression inputs replayed");
 }
 
@@ -69,12 +78,19 @@ fn every_fuzz_seed_runs_clean_and_every_target_has_seeds() {
             "fuzz/seeds/{target}/ has no input: each target needs seeds"
         );
         assert!(
-            fuzz_dir().join("fuzz_targets").join(format!("{target}.rs")).is_file(),
+            fuzz_dir()
+                .join("fuzz_targets")
+                .join(format!("{target}.rs"))
+                .is_file(),
             "fuzz/fuzz_targets/{target}.rs is missing"
         );
     }
     let (count, failures) = replay("seeds");
-    assert!(failures.is_empty(), "fuzz seeds fail:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "fuzz seeds fail:\n{}",
+        failures.join("\n")
+    );
     eprintln!("{count} seed inputs replayed");
 }
 
@@ -90,7 +106,10 @@ fn the_seeds_reach_the_parsers_behind_the_signature_checks() {
     let data = read("webhook", "github-push");
     let body = data[2..].splitn(3, |b| *b == 0).nth(2).expect("a body");
     let sig = webhook::sign("fuzz-project-hook-secret", body);
-    let headers = [("X-GitHub-Event", "push"), ("X-Hub-Signature-256", sig.as_str())];
+    let headers = [
+        ("X-GitHub-Event", "push"),
+        ("X-Hub-Signature-256", sig.as_str()),
+    ];
     let secrets = webhook::WebhookSecrets::project_wide("fuzz-project-hook-secret");
     let push = webhook::parse(&headers, body, &secrets).expect("the seed is a valid push");
     assert_eq!(push.branch, "main");
