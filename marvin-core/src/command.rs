@@ -544,8 +544,31 @@ impl Command {
             words.push(env.clone());
         }
         words.push(self.verb.name().to_string());
-        words.extend(self.verb.words().iter().map(|w| quote(w)));
+        // A lock's reason is free text: bare, a reason such as `2h` or
+        // `--force` would read back as the duration or a flag.
+        let reason_at = match &self.verb {
+            Verb::Lock {
+                duration, reason, ..
+            } if !reason.is_empty() => Some(usize::from(duration.is_some())),
+            _ => None,
+        };
+        words.extend(self.verb.words().iter().enumerate().map(|(i, w)| {
+            if Some(i) == reason_at && w.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
+                quote_always(w)
+            } else {
+                quote(w)
+            }
+        }));
         words.join(" ")
+    }
+}
+
+/// A word quoted whether or not it needs it: a quoted word is never a flag.
+fn quote_always(word: &str) -> String {
+    if word.contains('\'') {
+        format!("\"{}\"", word.replace('\\', "\\\\").replace('"', "\\\""))
+    } else {
+        format!("'{word}'")
     }
 }
 
@@ -557,11 +580,8 @@ pub fn quote(word: &str) -> String {
             .all(|c| !c.is_whitespace() && !matches!(c, '\'' | '"' | '\\' | '‘' | '“'));
     if plain {
         word.to_string()
-    } else if !word.contains('\'') {
-        format!("'{word}'")
     } else {
-        let escaped = word.replace('\\', "\\\\").replace('"', "\\\"");
-        format!("\"{escaped}\"")
+        quote_always(word)
     }
 }
 
@@ -1957,6 +1977,25 @@ tasks:
         );
         let c = ok("@marvin dev lock '3rd party demo'");
         assert_eq!(ok(&c.to_text()), c);
+    }
+
+    #[test]
+    fn a_lock_reason_that_reads_as_a_duration_or_a_flag_stays_quoted() {
+        // Found by the `command` fuzz target's round trip: one-word reasons
+        // `2h` and `--force` were written bare and read back as the lock's
+        // duration and its flag.
+        for text in [
+            "dev lock \"2h\"",
+            "dev lock '--force'",
+            "dev lock '--'",
+            "dev lock 1h '-x'",
+            "dev lock \"2h it's\"",
+        ] {
+            let c = ok(text);
+            assert_eq!(ok(&c.to_text()), c, "{text} → {}", c.to_text());
+        }
+        assert_eq!(ok("dev lock \"2h\"").to_text(), "develop lock '2h'");
+        assert_eq!(ok("dev lock 2h").to_text(), "develop lock 2h");
     }
 
     #[test]

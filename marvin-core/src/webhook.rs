@@ -782,11 +782,13 @@ pub fn normalize_url(url: &str) -> String {
     } else {
         host.split(':').next().unwrap_or(host)
     };
-    format!(
-        "{}/{}",
-        host.to_ascii_lowercase(),
-        path.trim_start_matches('/')
-    )
+    let path = path.trim_start_matches('/');
+    if path.is_empty() {
+        // `git@host:` or `https://host`: no trailing `/` (found by fuzzing:
+        // `host/` normalized again gave `host`).
+        return host.to_ascii_lowercase();
+    }
+    format!("{}/{path}", host.to_ascii_lowercase())
 }
 
 /// Where the `:` of an scp-like `[user@]host:path` is, if `s` is one.
@@ -993,6 +995,17 @@ mod tests {
     const SECRET: &str = "It's a Secret to Everybody";
     const C1: &str = "1481a2de7b2a7d02428ad93446ab166be7793fbb";
     const C0: &str = "0000000000000000000000000000000000000000";
+
+    #[test]
+    fn a_url_without_a_path_normalizes_to_its_host_without_a_slash() {
+        assert_eq!(normalize_url("sh:"), "sh");
+        assert_eq!(normalize_url("https://Git.Example.com/"), "git.example.com");
+        assert_eq!(normalize_url("git@host:"), "host");
+        for url in ["sh:", "https://git.example.com", "git@host:a/b.git"] {
+            let once = normalize_url(url);
+            assert_eq!(normalize_url(&once), once, "{url}");
+        }
+    }
 
     const PROJECT: &str = r#"
 project: shop

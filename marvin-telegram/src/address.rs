@@ -4,6 +4,7 @@
 //! already handled (Telegram may deliver one twice).
 
 use marvin_core::chat::Message;
+use teloxide::types::{Update, UpdateKind};
 
 /// How many update ids are remembered to drop repeats.
 pub const SEEN_CAPACITY: usize = 4096;
@@ -21,6 +22,21 @@ pub struct Incoming<'a> {
     pub private: bool,
     /// The message text.
     pub text: &'a str,
+}
+
+/// The text message an update carries, or `None` for any other update
+/// (edits, callbacks, stickers, messages without text).
+pub fn incoming_of(update: &Update) -> Option<Incoming<'_>> {
+    let UpdateKind::Message(m) = &update.kind else {
+        return None;
+    };
+    Some(Incoming {
+        from: m.from.as_ref().map(|u| u.id.0),
+        from_bot: m.from.as_ref().is_some_and(|u| u.is_bot),
+        chat: m.chat.id.0,
+        private: m.chat.is_private(),
+        text: m.text()?,
+    })
 }
 
 /// The dispatcher's [`Message`] for a Telegram message, or `None` when it
@@ -52,45 +68,29 @@ pub fn to_message(m: &Incoming<'_>, bot: &str) -> Option<Message> {
 
 /// The text without the first `@bot` mention (a whole word, any case), or
 /// `None` if the bot is not mentioned.
+///
+/// Compared on the text itself, ASCII case folded (Telegram user names are
+/// ASCII): offsets into a lower-cased copy do not line up with the text
+/// when lower-casing changes a character's length (`İ` grows, `K` the
+/// Kelvin sign shrinks), and slicing the text at them panicked.
 fn strip_mention(text: &str, bot: &str) -> Option<String> {
-    let needle = format!("@{}", bot.trim_start_matches('@')).to_lowercase();
-    let lower = text.to_lowercase();
-    // Lower-casing can change byte lengths outside ASCII; bot names are ASCII,
-    // so only search when the offsets still line up.
-    if lower.len() != text.len() {
-        return strip_mention_by_words(text, &needle);
-    }
+    let needle = format!("@{}", bot.trim_start_matches('@'));
     let mut from = 0;
-    while let Some(i) = lower[from..].find(&needle).map(|i| i + from) {
+    while let Some(i) = text[from..].find('@').map(|i| i + from) {
         let end = i + needle.len();
-        let before_ok = i == 0 || !is_name_char(lower[..i].chars().next_back());
-        let after_ok = !is_name_char(lower[end..].chars().next());
-        if before_ok && after_ok {
-            return Some(join(&text[..i], &text[end..]));
+        if text
+            .get(i..end)
+            .is_some_and(|word| word.eq_ignore_ascii_case(&needle))
+        {
+            let before_ok = !is_name_char(text[..i].chars().next_back());
+            let after_ok = !is_name_char(text[end..].chars().next());
+            if before_ok && after_ok {
+                return Some(join(&text[..i], &text[end..]));
+            }
         }
-        from = end;
+        from = i + 1;
     }
     None
-}
-
-fn strip_mention_by_words(text: &str, needle: &str) -> Option<String> {
-    let words: Vec<&str> = text.split_whitespace().collect();
-    let at = words.iter().position(|w| {
-        w.trim_end_matches([',', ':', '!', '.'])
-            .eq_ignore_ascii_case(needle)
-    })?;
-    let rest: Vec<&str> = words
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != at)
-        .map(|(_, w)| *w)
-        .collect();
-    Some(
-        rest.join(" ")
-            .trim_start_matches([':', ','])
-            .trim()
-            .to_string(),
-    )
 }
 
 fn is_name_char(c: Option<char>) -> bool {
@@ -230,6 +230,21 @@ mod tests {
         assert_eq!(
             text_of(&group("Grüße @marvin_bot dev build")).as_deref(),
             Some("Grüße dev build")
+        );
+    }
+
+    #[test]
+    fn text_whose_lower_case_has_other_offsets_does_not_panic() {
+        // Found by the `telegram` fuzz target: `İ` lower-cases to three bytes
+        // and `K` (Kelvin) to one, so the lengths agree but the offsets do not.
+        assert_eq!(text_of(&group("İİ@marvin_bot K")).as_deref(), Some("İİ K"));
+        assert_eq!(
+            text_of(&group("İİ @Marvin_Bot K dev build")).as_deref(),
+            Some("İİ K dev build")
+        );
+        assert_eq!(
+            text_of(&private("K @marvin_bot: status")).as_deref(),
+            Some("K status")
         );
     }
 

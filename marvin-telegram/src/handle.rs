@@ -14,7 +14,7 @@ use teloxide::types::{ChatId, MessageId, ParseMode, ReplyParameters, UpdateKind}
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::address::{self, Incoming, SEEN_CAPACITY, SeenUpdates};
+use crate::address::{self, SEEN_CAPACITY, SeenUpdates};
 use crate::mask_token;
 
 /// Least time between two edits of one report (Telegram's flood limits).
@@ -55,16 +55,11 @@ impl Handler {
             tracing::debug!("update {} was delivered again; dropped", update.id.0);
             return;
         }
-        let UpdateKind::Message(m) = update.kind else {
+        let UpdateKind::Message(m) = &update.kind else {
             return;
         };
-        let Some(text) = m.text() else { return };
-        let incoming = Incoming {
-            from: m.from.as_ref().map(|u| u.id.0),
-            from_bot: m.from.as_ref().is_some_and(|u| u.is_bot),
-            chat: m.chat.id.0,
-            private: m.chat.is_private(),
-            text,
+        let Some(incoming) = address::incoming_of(&update) else {
+            return;
         };
         let Some(message) = address::to_message(&incoming, &self.username) else {
             return;

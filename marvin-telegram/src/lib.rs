@@ -23,6 +23,10 @@ pub mod address;
 mod handle;
 mod webhook;
 
+/// The webhook's secret-token comparison, for the fuzz target (fuzz/targets.rs).
+#[doc(hidden)]
+pub use webhook::{SECRET_HEADER, same_secret};
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;

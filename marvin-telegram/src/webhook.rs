@@ -76,8 +76,8 @@ async fn receive(State(ep): State<Endpoint>, headers: HeaderMap, body: Bytes) ->
 }
 
 /// Compare in time that depends only on the lengths, not on where the
-/// first difference is.
-fn same_secret(given: &[u8], expected: &[u8]) -> bool {
+/// first difference is. Public for the fuzz target only.
+pub fn same_secret(given: &[u8], expected: &[u8]) -> bool {
     if given.len() != expected.len() {
         return false;
     }
