@@ -447,40 +447,8 @@ async fn killed_during_deploy_the_job_is_interrupted_and_the_next_build_converge
         "the api container the killed job set aside is removed:\n{log}"
     );
 
-    // As a clean build would leave it: each service once, running, with the
-    // deploy key a plan wants now, nothing aside, nothing left to do.
-    let plan = fx
-        .marvin()
-        .plan("dev", &PlanOptions::default())
-        .await
-        .expect("plan dev");
-    let c = plan.counts();
-    assert_eq!(
-        (c.build, c.create, c.recreate, c.remove),
-        (0, 0, 0, 0),
-        "a plan after the build finds nothing to do"
-    );
-    let running = fx.services("dev").await;
-    assert_eq!(running.keys().cloned().collect::<Vec<_>>(), all_services());
-    for d in &plan.desired {
-        let c = &running[&d.service];
-        assert_eq!(c.state, ContainerState::Running, "{} runs", d.service);
-        assert_eq!(c.name, fx.container_name("dev", &d.service));
-        assert_eq!(
-            c.labels.get(LABEL_DEPLOY_KEY),
-            Some(&d.deploy_key.0),
-            "{} has the desired deploy key",
-            d.service
-        );
-    }
-    let leftovers: Vec<String> = fx
-        .containers("dev")
-        .await
-        .into_iter()
-        .map(|c| c.name)
-        .filter(|n| n.contains("-previous-"))
-        .collect();
-    assert!(leftovers.is_empty(), "left aside: {leftovers:?}");
+    // As a clean build would leave it.
+    fx.assert_converged(&fx.data).await;
     let api = fx
         .wait_healthy(&fx.container_name("dev", "api"), Duration::from_secs(30))
         .await;

@@ -17,9 +17,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common_e2e::{Fixture, Options, all_services, git};
-use marvin_core::engine::{ContainerState, LABEL_DEPLOY_KEY};
-use marvin_core::marvin::{Marvin, PlanOptions};
+use common_e2e::{Fixture, Options, git};
+use marvin_core::engine::ContainerState;
 use marvin_core::store::{Job, JobState, Store};
 
 // ---------------------------------------------------------------------------
@@ -346,46 +345,6 @@ fn has_event(store: &Store, job: i64, kind: &str, step: Option<&str>) -> bool {
     })
 }
 
-/// The environment is as a clean build leaves it: each service once, by its
-/// name, running, with the deploy key a plan wants now; nothing set aside;
-/// a plan finds nothing to do.
-async fn assert_converged(fx: &Fixture, data: &Path) {
-    let plan = Marvin::load(&fx.config, Some(data.to_path_buf()))
-        .expect("the test's marvin.yml loads")
-        .with_engine(fx.engine.clone())
-        .plan("dev", &PlanOptions::default())
-        .await
-        .expect("plan dev");
-    let c = plan.counts();
-    assert_eq!(
-        (c.build, c.create, c.recreate, c.remove),
-        (0, 0, 0, 0),
-        "a plan after the build finds nothing to do"
-    );
-    let running = fx.services("dev").await;
-    assert_eq!(running.keys().cloned().collect::<Vec<_>>(), all_services());
-    for d in &plan.desired {
-        let c = &running[&d.service];
-        assert_eq!(c.state, ContainerState::Running, "{} runs", d.service);
-        assert_eq!(c.name, fx.container_name("dev", &d.service));
-        assert_eq!(
-            c.labels.get(LABEL_DEPLOY_KEY),
-            Some(&d.deploy_key.0),
-            "{} has the deploy key of the last commits",
-            d.service
-        );
-    }
-    let names: Vec<String> = fx
-        .containers("dev")
-        .await
-        .into_iter()
-        .map(|c| c.name)
-        .collect();
-    let aside: Vec<&String> = names.iter().filter(|n| n.contains("-previous-")).collect();
-    assert!(aside.is_empty(), "containers left aside: {aside:?}");
-    assert_eq!(names.len(), all_services().len(), "containers: {names:?}");
-}
-
 /// Commit (and push) one changed file in a fixture repo.
 fn change(fx: &Fixture, repo: &str, path: &str, text: &str) {
     fx.commit(repo, &[(path, Some(text))], &format!("{path}: {text}"));
@@ -514,7 +473,7 @@ async fn engine_gone_mid_build_fails_the_job_naming_the_engine_and_the_next_buil
             .is_some_and(|b| b.iter().any(|x| x[0] == "api")),
         "api is built this time: {built}"
     );
-    assert_converged(&fx, &data).await;
+    fx.assert_converged(&data).await;
     assert_eq!(
         states(&jobs(&fx, &data)),
         [JobState::Succeeded, JobState::Failed, JobState::Succeeded],
@@ -616,7 +575,7 @@ async fn engine_gone_mid_deploy_fails_the_job_naming_the_engine_and_the_next_bui
         "the build after the engine is back:\n{}",
         next.text()
     );
-    assert_converged(&fx, &data).await;
+    fx.assert_converged(&data).await;
     assert_eq!(
         states(&jobs(&fx, &data)),
         [JobState::Succeeded, JobState::Failed, JobState::Succeeded],
@@ -699,7 +658,7 @@ async fn git_remote_gone_fails_the_build_naming_the_repo_and_the_environment_kee
         next.text()
     );
     assert_eq!(next.summary()["recreated"], serde_json::json!(["web"]));
-    assert_converged(&fx, &data).await;
+    fx.assert_converged(&data).await;
     assert_eq!(
         states(&jobs(&fx, &data)),
         [JobState::Succeeded, JobState::Failed, JobState::Succeeded]
@@ -879,7 +838,7 @@ async fn sigkill_at_random_points_of_20_jobs_loses_no_record_and_the_next_build_
     eprintln!("sigkill: states after recovery: {tally:?}");
     assert_eq!(all.last().map(|j| j.state), Some(JobState::Succeeded));
     assert_eq!(integrity(&data), "ok", "the database after recovery");
-    assert_converged(&fx, &data).await;
+    fx.assert_converged(&data).await;
 
     // And a build right after has nothing to do.
     let again = marvin(&fx, &data, None, &["build", "dev", "--json"], MINUTES).await;
@@ -1193,7 +1152,7 @@ async fn full_disk_under_the_data_dir_fails_clearly_keeps_the_database_sound_and
         next.text()
     );
     assert_eq!(next.summary()["recreated"], serde_json::json!(["docs"]));
-    assert_converged(&fx, &data).await;
+    fx.assert_converged(&data).await;
     assert_eq!(integrity(&data), "ok");
     assert_eq!(
         states(&jobs(&fx, &data)),

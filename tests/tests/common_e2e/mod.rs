@@ -12,10 +12,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use marvin_core::engine::{
-    DockerEngine, Engine, HealthState, LABEL_ENV, LABEL_PROJECT, LABEL_ROLE, ObservedContainer,
-    ensure_busybox_image,
+    ContainerState, DockerEngine, Engine, HealthState, LABEL_DEPLOY_KEY, LABEL_ENV, LABEL_PROJECT,
+    LABEL_ROLE, ObservedContainer, ensure_busybox_image,
 };
-use marvin_core::marvin::Marvin;
+use marvin_core::marvin::{Marvin, PlanOptions};
 use marvin_core::runtime::{JobKind, JobRequest, JobSummary, Runtime, SystemClock};
 use marvin_core::store::{JobId, Store};
 
@@ -386,6 +386,46 @@ impl Fixture {
         Marvin::load(&self.config, Some(self.data.clone()))
             .expect("the test's marvin.yml loads")
             .with_engine(self.engine.clone())
+    }
+
+    /// The environment is as a clean build leaves it: each service once, by its
+    /// name, running, with the deploy key a plan wants now; nothing set aside;
+    /// a plan finds nothing to do.
+    pub async fn assert_converged(&self, data: &Path) {
+        let plan = Marvin::load(&self.config, Some(data.to_path_buf()))
+            .expect("the test's marvin.yml loads")
+            .with_engine(self.engine.clone())
+            .plan("dev", &PlanOptions::default())
+            .await
+            .expect("plan dev");
+        let c = plan.counts();
+        assert_eq!(
+            (c.build, c.create, c.recreate, c.remove),
+            (0, 0, 0, 0),
+            "a plan after the build finds nothing to do"
+        );
+        let running = self.services("dev").await;
+        assert_eq!(running.keys().cloned().collect::<Vec<_>>(), all_services());
+        for d in &plan.desired {
+            let c = &running[&d.service];
+            assert_eq!(c.state, ContainerState::Running, "{} runs", d.service);
+            assert_eq!(c.name, self.container_name("dev", &d.service));
+            assert_eq!(
+                c.labels.get(LABEL_DEPLOY_KEY),
+                Some(&d.deploy_key.0),
+                "{} has the deploy key of the last commits",
+                d.service
+            );
+        }
+        let names: Vec<String> = self
+            .containers("dev")
+            .await
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        let aside: Vec<&String> = names.iter().filter(|n| n.contains("-previous-")).collect();
+        assert!(aside.is_empty(), "containers left aside: {aside:?}");
+        assert_eq!(names.len(), all_services().len(), "containers: {names:?}");
     }
 
     /// A runtime over the project, as a new Marvin process would open it.
