@@ -6,6 +6,7 @@
 //! The `git` command is required: a missing `git` fails loudly.
 
 pub mod fake_slack;
+pub mod rng;
 pub mod served;
 
 use std::collections::BTreeMap;

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use common_e2e::{Fixture, Options, git};
 use marvin_core::engine::ContainerState;
 use marvin_core::store::{Job, JobState, Store};
+use marvin_tests::rng::Rng;
 
 // ---------------------------------------------------------------------------
 // The `marvin` process.
@@ -668,38 +669,12 @@ async fn git_remote_gone_fails_the_build_naming_the_repo_and_the_environment_kee
 // ---------------------------------------------------------------------------
 // 3. SIGKILL at random points of 20 jobs.
 
-/// splitmix64: a seeded generator, so a failing run can be replayed (`FAULTS_SEED`).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_points_of_20_jobs_loses_no_record_and_the_next_build_converges() {
     const KILLS: usize = 20;
-    let seed = std::env::var("FAULTS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(7)
-        });
+    // A failing run is replayed with FAULTS_SEED.
+    let (mut rng, seed) = Rng::from_env("FAULTS_SEED");
     eprintln!("sigkill: seed {seed} (FAULTS_SEED={seed} replays it)");
-    let mut rng = Rng(seed);
     let fx = Fixture::new("sigkill", Options::default()).await;
     let data = fx.data.clone();
     let test_started = Instant::now();
@@ -1071,7 +1046,7 @@ impl Drop for Tmpfs {
 fn incompressible(len: usize, rng: &mut Rng) -> Vec<u8> {
     let mut v = Vec::with_capacity(len + 8);
     while v.len() < len {
-        v.extend_from_slice(&rng.next().to_le_bytes());
+        v.extend_from_slice(&rng.next_u64().to_le_bytes());
     }
     v.truncate(len);
     v
@@ -1112,7 +1087,7 @@ async fn full_disk_under_the_data_dir_fails_clearly_keeps_the_database_sound_and
 
     // (b) Room for the state database, not for a big commit's objects: the
     // fetch fails, the job is recorded as failed with the reason.
-    let mut rng = Rng(4);
+    let mut rng = Rng::new(4);
     let big = incompressible(10 * 1024 * 1024, &mut rng);
     let work = fx.root.join("work/frontend");
     std::fs::write(work.join("docs/big.bin"), &big).expect("write the big file");

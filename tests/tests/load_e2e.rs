@@ -15,12 +15,13 @@ mod fleet;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use fleet::{ENVS, PEOPLE, Rng, SERVICES, channel, message, person};
+use fleet::{ENVS, PEOPLE, SERVICES, channel, message, person};
 use marvin_core::chat::{Chat, Reply};
 use marvin_core::engine::Engine;
 use marvin_core::render::Report;
 use marvin_core::runtime::JobSummary;
 use marvin_core::store::{Job, JobState};
+use marvin_tests::rng::Rng;
 
 /// How many commands arrive.
 const COMMANDS: usize = 200;
@@ -78,7 +79,7 @@ struct Outcome {
 async fn two_hundred_commands_from_twenty_people_in_eleven_environments() {
     let fx = fleet::fixture("load").await;
     let chat = Chat::new(fx.runtime());
-    let (mut rng, seed) = Rng::from_env();
+    let (mut rng, seed) = Rng::from_env("MARVIN_LOAD_SEED");
     eprintln!("load: seed {seed} (MARVIN_LOAD_SEED={seed} repeats this run)");
     let planned = commands(&mut rng);
 

@@ -155,37 +155,3 @@ pub async fn fixture(test: &str) -> Fixture {
     std::fs::write(&fx.config, marvin_yml(&fx.project, &bare)).expect("write marvin.yml");
     fx
 }
-
-/// A small deterministic generator (splitmix64), so a run can be repeated
-/// from its printed seed.
-pub struct Rng(u64);
-
-impl Rng {
-    /// From `MARVIN_LOAD_SEED` when set, else from the clock.
-    pub fn from_env() -> (Rng, u64) {
-        let seed = std::env::var("MARVIN_LOAD_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos() as u64)
-                    .unwrap_or(7)
-            });
-        (Rng(seed), seed)
-    }
-
-    /// The next 64 random bits.
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// A number in `0..n`.
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
