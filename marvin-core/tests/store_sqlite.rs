@@ -389,6 +389,34 @@ fn events_are_numbered_per_job_and_read_back_in_order() {
 }
 
 #[test]
+fn the_last_step_is_the_newest_step_event() {
+    let (_tmp, store) = fresh();
+    let job = store
+        .create_job(&new_job("shop", "dev", "a"), T0)
+        .expect("job");
+    assert_eq!(store.last_step(job.id).expect("read"), None);
+    store
+        .add_event(job.id, "step", &json!({ "step": "fetch" }), T0 + 1)
+        .expect("e");
+    store
+        .add_event(job.id, "step", &json!({ "step": "build" }), T0 + 2)
+        .expect("e");
+    store
+        .add_event(
+            job.id,
+            "built",
+            &json!({ "step": "not a step event" }),
+            T0 + 3,
+        )
+        .expect("e");
+    assert_eq!(
+        store.last_step(job.id).expect("read").as_deref(),
+        Some("build")
+    );
+    assert_eq!(store.last_step(job.id + 1).expect("read"), None);
+}
+
+#[test]
 fn logs_keep_their_order_across_streams_and_tail_returns_the_last_lines() {
     let (_tmp, store) = fresh();
     let job = store

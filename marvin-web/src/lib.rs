@@ -140,19 +140,7 @@ impl Web {
             let step = active
                 .iter()
                 .find(|j| j.state == JobState::Running)
-                .and_then(|j| store.events(j.id).ok())
-                .and_then(|events| {
-                    events
-                        .iter()
-                        .rev()
-                        .find(|e| e.kind == "step")
-                        .and_then(|e| {
-                            e.data
-                                .get("step")
-                                .and_then(|s| s.as_str())
-                                .map(str::to_owned)
-                        })
-                });
+                .and_then(|j| store.last_step(j.id).ok().flatten());
             let recent = store
                 .jobs(&project.name, Some(&env.name), 20)
                 .unwrap_or_default();

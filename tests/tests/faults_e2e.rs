@@ -322,19 +322,10 @@ fn integrity(data: &Path) -> String {
 
 /// The step a job was in when it stopped (its last `step` event), or `-`.
 fn last_step(data: &Path, job: i64) -> String {
-    let store = Store::open_in(data).expect("open the store");
-    store
-        .events(job)
+    Store::open_in(data)
+        .expect("open the store")
+        .last_step(job)
         .expect("read the events")
-        .iter()
-        .rev()
-        .find(|e| e.kind == "step")
-        .and_then(|e| {
-            e.data
-                .get("step")
-                .and_then(|s| s.as_str())
-                .map(String::from)
-        })
         .unwrap_or_else(|| "-".to_string())
 }
 
@@ -344,6 +335,21 @@ fn has_event(store: &Store, job: i64, kind: &str, step: Option<&str>) -> bool {
         e.kind == kind
             && step.is_none_or(|s| e.data.get("step").and_then(|v| v.as_str()) == Some(s))
     })
+}
+
+/// api's Dockerfile with a build step that takes `seconds`.
+fn slow_api_dockerfile(seconds: u32) -> String {
+    format!(
+        "FROM {}\nRUN sleep {seconds}\nCOPY . /www\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n",
+        common_e2e::base_image()
+    )
+}
+
+/// The first `marvin build dev`, which must succeed.
+async fn first_build(fx: &Fixture, data: &Path, docker_host: Option<&str>) -> Ran {
+    let first = marvin(fx, data, docker_host, &["build", "dev", "--json"], MINUTES).await;
+    assert_eq!(first.code, Some(0), "first build:\n{}", first.text());
+    first
 }
 
 /// Commit (and push) one changed file in a fixture repo.
@@ -393,21 +399,10 @@ async fn engine_gone_mid_build_fails_the_job_naming_the_engine_and_the_next_buil
     let proxy = Proxy::start();
     let host = proxy.docker_host();
     let data = fx.data.clone();
-    let first = marvin(
-        &fx,
-        &data,
-        Some(&host),
-        &["build", "dev", "--json"],
-        MINUTES,
-    )
-    .await;
-    assert_eq!(first.code, Some(0), "first build:\n{}", first.text());
+    first_build(&fx, &data, Some(&host)).await;
 
     // api's build takes seconds: the engine goes while it runs.
-    let slow = format!(
-        "FROM {}\nRUN sleep 4\nCOPY . /www\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n",
-        common_e2e::base_image()
-    );
+    let slow = slow_api_dockerfile(4);
     change(&fx, "backend", "api/Dockerfile", &slow);
     let mut process = spawn(&fx, &data, Some(&host), &["build", "dev", "--json"]);
     let job = wait_for(&fx, &data, &mut process, "api's build", async |s, j| {
@@ -488,15 +483,7 @@ async fn engine_gone_mid_deploy_fails_the_job_naming_the_engine_and_the_next_bui
     let proxy = Proxy::start();
     let host = proxy.docker_host();
     let data = fx.data.clone();
-    let first = marvin(
-        &fx,
-        &data,
-        Some(&host),
-        &["build", "dev", "--json"],
-        MINUTES,
-    )
-    .await;
-    assert_eq!(first.code, Some(0), "first build:\n{}", first.text());
+    first_build(&fx, &data, Some(&host)).await;
 
     // api takes seconds to become healthy: the engine goes while marvin waits
     // for it, with its previous container stopped and set aside.
@@ -604,8 +591,7 @@ async fn running(fx: &Fixture) -> serde_json::Value {
 async fn git_remote_gone_fails_the_build_naming_the_repo_and_the_environment_keeps_running() {
     let fx = Fixture::new("remote-gone", Options::default()).await;
     let data = fx.data.clone();
-    let first = marvin(&fx, &data, None, &["build", "dev", "--json"], MINUTES).await;
-    assert_eq!(first.code, Some(0), "first build:\n{}", first.text());
+    first_build(&fx, &data, None).await;
     let before = running(&fx).await;
     let ids = fx.ids("dev").await;
 
@@ -678,8 +664,7 @@ async fn sigkill_at_random_points_of_20_jobs_loses_no_record_and_the_next_build_
     let fx = Fixture::new("sigkill", Options::default()).await;
     let data = fx.data.clone();
     let test_started = Instant::now();
-    let first = marvin(&fx, &data, None, &["build", "dev", "--json"], MINUTES).await;
-    assert_eq!(first.code, Some(0), "first build:\n{}", first.text());
+    let first = first_build(&fx, &data, None).await;
 
     // How long one changed service takes, fetch to deploy: the span to kill in.
     let changes = [
@@ -839,14 +824,10 @@ async fn sigkill_at_random_points_of_20_jobs_loses_no_record_and_the_next_build_
 async fn sigkill_of_a_queued_job_does_not_hold_up_the_next_build() {
     let fx = Fixture::new("sigkill-queued", Options::default()).await;
     let data = fx.data.clone();
-    let first = marvin(&fx, &data, None, &["build", "dev", "--json"], MINUTES).await;
-    assert_eq!(first.code, Some(0), "first build:\n{}", first.text());
+    first_build(&fx, &data, None).await;
 
     // A holds the environment for seconds; B queues behind it and is killed.
-    let slow = format!(
-        "FROM {}\nRUN sleep 6\nCOPY . /www\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n",
-        common_e2e::base_image()
-    );
+    let slow = slow_api_dockerfile(6);
     change(&fx, "backend", "api/Dockerfile", &slow);
     let mut a = spawn(&fx, &data, None, &["build", "dev", "--json"]);
     let a_job = wait_for(&fx, &data, &mut a, "A running", async |_, _| true).await;
@@ -926,12 +907,8 @@ async fn sigkill_of_a_queued_job_does_not_hold_up_the_next_build() {
 async fn a_killed_job_reads_as_interrupted_in_history_and_status_at_once() {
     let fx = Fixture::new("sigkill-read", Options::default()).await;
     let data = fx.data.clone();
-    let first = marvin(&fx, &data, None, &["build", "dev", "--json"], MINUTES).await;
-    assert_eq!(first.code, Some(0), "first build:\n{}", first.text());
-    let slow = format!(
-        "FROM {}\nRUN sleep 6\nCOPY . /www\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n",
-        common_e2e::base_image()
-    );
+    first_build(&fx, &data, None).await;
+    let slow = slow_api_dockerfile(6);
     change(&fx, "backend", "api/Dockerfile", &slow);
     let mut a = spawn(&fx, &data, None, &["build", "dev", "--json"]);
     let a_job = wait_for(&fx, &data, &mut a, "A running", async |_, _| true).await;
@@ -1057,8 +1034,7 @@ async fn full_disk_under_the_data_dir_fails_clearly_keeps_the_database_sound_and
     let fx = Fixture::new("disk-full", Options::default()).await;
     let disk = Tmpfs::mount(&fx.root.join("small-disk"), "24m");
     let data = disk.path.join("data");
-    let first = marvin(&fx, &data, None, &["build", "dev", "--json"], MINUTES).await;
-    assert_eq!(first.code, Some(0), "first build:\n{}", first.text());
+    first_build(&fx, &data, None).await;
     eprintln!(
         "disk full: after the first build {} bytes are free of 24 MiB",
         disk.free()

@@ -365,6 +365,21 @@ impl Store {
         })
     }
 
+    /// The step a job is in, or was in when it stopped: its last `step` event's name.
+    pub fn last_step(&self, job: JobId) -> Result<Option<String>, StoreError> {
+        self.read("reading the last step", |conn| {
+            let step = conn
+                .query_row(
+                    "SELECT json_extract(data, '$.step') FROM events
+                     WHERE job = ?1 AND kind = 'step' ORDER BY seq DESC LIMIT 1",
+                    [job],
+                    |row| row.get::<_, Option<String>>(0),
+                )
+                .optional()?;
+            Ok(step.flatten())
+        })
+    }
+
     /// A job's events in order (empty for an unknown job).
     pub fn events(&self, job: JobId) -> Result<Vec<Event>, StoreError> {
         self.read("reading events", |conn| {
