@@ -114,7 +114,7 @@ pub fn plan_text(plan: &Plan) -> String {
                 BuildAction::Reuse => "reuse",
             };
             out.push_str(&format!(
-                "  {action:<8}{:width$}  {}  ({})\n",
+                "  {action:<9}{:width$}  {}  ({})\n",
                 b.service,
                 b.image,
                 b.reason.describe()
@@ -124,7 +124,7 @@ pub fn plan_text(plan: &Plan) -> String {
     if !plan.deploy.is_empty() {
         out.push_str("Containers:\n");
         for d in &plan.deploy {
-            out.push_str(&format!("  {:<8}{}\n", deploy_word(d.action), d.service));
+            out.push_str(&format!("  {:<9}{}\n", deploy_word(d.action), d.service));
         }
     }
     let c = plan.counts();
@@ -249,6 +249,7 @@ pub fn summary_text(s: &crate::runtime::JobSummary) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plan::DeployStep;
 
     #[test]
     fn a_commit_id_that_is_not_hex_is_shortened_on_a_char_boundary() {
@@ -261,6 +262,34 @@ mod tests {
             subject: "s".into(),
         };
         assert_eq!(commit_lines(&[c]), ["app  abcdeéf  a d  s"]);
+    }
+
+    #[test]
+    fn the_text_plan_keeps_a_space_between_the_longest_action_and_the_service() {
+        let plan = Plan {
+            project: "p".into(),
+            environment: "dev".into(),
+            commits: Vec::new(),
+            builds: Vec::new(),
+            deploy: vec![
+                DeployStep {
+                    service: "api".into(),
+                    action: DeployAction::Recreate,
+                },
+                DeployStep {
+                    service: "web".into(),
+                    action: DeployAction::Keep,
+                },
+            ],
+            only: Vec::new(),
+            assumed_empty_engine: false,
+            build_specs: Default::default(),
+            desired: Vec::new(),
+            waves: Vec::new(),
+        };
+        let text = plan_text(&plan);
+        assert!(text.contains("  recreate api\n"), "{text}");
+        assert!(text.contains("  keep     web\n"), "{text}");
     }
 
     #[test]

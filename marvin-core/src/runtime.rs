@@ -7,7 +7,7 @@
 //! number; two commits of one service build side by side.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,7 +28,7 @@ use crate::marvin::{Marvin, MarvinError};
 use crate::plan::{BuildAction, DeployAction};
 use crate::resolve::{self, Plan, Resolved, ServiceBuild};
 use crate::source::Commit;
-use crate::store::{DeployedService, Job, JobId, JobState, NewJob, Store};
+use crate::store::{DeployedService, Job, JobId, JobState, LeaseAttempt, NewJob, Store};
 
 #[path = "runtime_swarm.rs"]
 mod swarm;
@@ -310,6 +310,8 @@ struct Inner {
     owner: String,
     build_slots: Semaphore,
     inflight: Mutex<HashMap<BuildKey, BuildCell>>,
+    /// Build leases this runtime holds in the store (heartbeat while > 0).
+    leases_held: AtomicUsize,
     cancels: Mutex<HashMap<JobId, CancellationToken>>,
     /// Secret values learned from plans (env files), per environment.
     learned_secrets: Mutex<HashMap<String, Vec<String>>>,
@@ -480,6 +482,7 @@ impl Runtime {
                 owner: owner_id(),
                 build_slots: Semaphore::new(concurrency),
                 inflight: Mutex::new(HashMap::new()),
+                leases_held: AtomicUsize::new(0),
                 cancels: Mutex::new(HashMap::new()),
                 learned_secrets: Mutex::new(HashMap::new()),
             }),
@@ -1170,6 +1173,87 @@ impl Runtime {
         }
     }
 
+    /// Take the store's lease on building `spec`'s key, waiting while a live
+    /// Marvin process (another one: this one deduplicates in memory) builds
+    /// it. `None` when that build left the image: reuse it. A holder that
+    /// died loses its lease to the next asker (the job liveness rule).
+    async fn build_lease(
+        &self,
+        ctx: &Arc<JobCtx>,
+        plan: &Plan,
+        spec: &ServiceBuild,
+        forced: bool,
+    ) -> Result<Option<BuildLease>, BuildError> {
+        let not_run = |e: &dyn std::fmt::Display| BuildError::NotRun(e.to_string());
+        let stream = format!("build:{}", spec.service);
+        let mut told = None;
+        loop {
+            let store = self.inner.store.clone();
+            let (project, key, owner) = (
+                plan.project.clone(),
+                spec.key.0.clone(),
+                self.inner.owner.clone(),
+            );
+            let (job, now) = (ctx.id, self.inner.clock.now_ms());
+            let attempt = tokio::task::spawn_blocking(move || {
+                store.take_build_lease(&project, &key, &owner, job, now, |h| {
+                    owner_alive(Some(&h.owner), Some(h.heartbeat_ms), h.taken_ms, now)
+                })
+            })
+            .await
+            .map_err(|e| not_run(&e))?
+            .map_err(|e| not_run(&e))?;
+            match attempt {
+                LeaseAttempt::Taken { from } => {
+                    if let Some(dead) = from {
+                        ctx.log(
+                            &stream,
+                            &format!(
+                                "taking over the build of {} from job #{} (process {} stopped)",
+                                spec.service, dead.job, dead.owner
+                            ),
+                        );
+                    }
+                    self.inner.leases_held.fetch_add(1, Ordering::SeqCst);
+                    return Ok(Some(BuildLease {
+                        inner: Arc::clone(&self.inner),
+                        project: plan.project.clone(),
+                        key: spec.key.0.clone(),
+                        job: ctx.id,
+                    }));
+                }
+                LeaseAttempt::Held(holder) => {
+                    if told.as_ref() != Some(&holder.job) {
+                        ctx.log(
+                            &stream,
+                            &format!(
+                                "waiting: job #{} (process {}) is building {} with the same inputs",
+                                holder.job, holder.owner, spec.tag
+                            ),
+                        );
+                        told = Some(holder.job);
+                    }
+                    tokio::select! {
+                        () = ctx.cancel.cancelled() => {
+                            return Err(BuildError::NotRun("cancelled".into()));
+                        }
+                        () = tokio::time::sleep(LEASE_POLL) => {}
+                    }
+                    if !forced
+                        && self
+                            .inner
+                            .engine
+                            .image_exists(&spec.tag)
+                            .await
+                            .unwrap_or(false)
+                    {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+
     async fn build_image(
         &self,
         ctx: &Arc<JobCtx>,
@@ -1179,6 +1263,10 @@ impl Runtime {
         forced: bool,
     ) -> Result<Option<u64>, BuildError> {
         let not_run = |e: &dyn std::fmt::Display| BuildError::NotRun(e.to_string());
+        // One build of a key across every process sharing the data directory.
+        let Some(_lease) = self.build_lease(ctx, plan, spec, forced).await? else {
+            return Ok(None);
+        };
         let _permit = self
             .inner
             .build_slots
@@ -2027,6 +2115,40 @@ impl Drop for RemoveOnDrop {
     }
 }
 
+/// How often a job waiting for another process's build of a key looks again.
+const LEASE_POLL: Duration = Duration::from_millis(250);
+
+/// This runtime's lease on building one key; released when dropped.
+struct BuildLease {
+    inner: Arc<Inner>,
+    project: String,
+    key: String,
+    job: JobId,
+}
+
+impl Drop for BuildLease {
+    fn drop(&mut self) {
+        // Best effort: a lease left behind lapses with this process's
+        // heartbeat. Off the async workers when there are any.
+        let inner = Arc::clone(&self.inner);
+        let (project, key, job) = (
+            std::mem::take(&mut self.project),
+            std::mem::take(&mut self.key),
+            self.job,
+        );
+        let release = move || {
+            let _ = inner
+                .store
+                .release_build_lease(&project, &key, &inner.owner, job);
+            inner.leases_held.fetch_sub(1, Ordering::SeqCst);
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => drop(handle.spawn_blocking(release)),
+            Err(_) => release(),
+        }
+    }
+}
+
 /// This process, as recorded on the jobs it runs: `host:pid`.
 fn owner_id() -> String {
     let host = std::fs::read_to_string("/etc/hostname")
@@ -2090,8 +2212,12 @@ async fn maintain(inner: std::sync::Weak<Inner>) {
         let owner = inner.owner.clone();
         let project = inner.marvin.project.name.clone();
         let ids_for_store = ids.clone();
+        let building = inner.leases_held.load(Ordering::SeqCst) > 0;
         let asked = tokio::task::spawn_blocking(move || {
             let _ = store.heartbeat(&ids_for_store, &owner, now);
+            if building {
+                let _ = store.heartbeat_build_leases(&owner, now);
+            }
             let _ = sweep_abandoned(&store, &project, now);
             store.cancel_requests(&ids_for_store).unwrap_or_default()
         })

@@ -633,3 +633,51 @@ fn no_change_fetch_resolve_and_lookups_stay_fast_on_a_big_repo() {
     // Generous for a shared debug build; walking 100,000 entries would not fit.
     assert!(took < Duration::from_millis(400), "took {took:?}");
 }
+
+/// Several Marvin processes sharing a data directory each have their own
+/// `Mirrors` (so only the file lock stands between them): a first clone by
+/// all of them at once must succeed for every one, leave one mirror and no
+/// temporary clone behind, and later fetches at once must succeed too.
+#[test]
+fn first_clones_by_many_processes_at_once_all_succeed() {
+    let p = Project::new();
+    let (be, _) = p.specs();
+    let data = p.tmp.path().join("shared-data");
+    let sync_all = |label: &str| {
+        let barrier = std::sync::Barrier::new(8);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mirrors = Mirrors::new(&data);
+                        barrier.wait();
+                        mirrors.sync(&be).map(|()| mirrors)
+                    })
+                })
+                .collect();
+            for handle in handles {
+                let mirrors = handle
+                    .join()
+                    .expect("thread")
+                    .unwrap_or_else(|e| panic!("{label}: a concurrent sync failed: {e}"));
+                assert_eq!(
+                    mirrors.resolve(&be, "master").expect("resolve").id,
+                    p.backend.rev_parse("HEAD"),
+                    "{label}"
+                );
+            }
+        });
+    };
+    sync_all("first clone");
+    let leftovers: Vec<String> = std::fs::read_dir(data.join("repos"))
+        .expect("repos dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .filter(|name| name.contains(".git.tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary clones left: {leftovers:?}");
+
+    p.backend
+        .write("api/src/main.rs", "fn main() { println!(\"2\"); }\n");
+    p.backend.commit("Second");
+    sync_all("fetch");
+}

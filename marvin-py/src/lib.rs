@@ -29,67 +29,67 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 pyo3::create_exception!(
-    _marvin,
+    marvin,
     MarvinError,
     PyException,
     "Base of every error Marvin raises; the message is the one the console prints."
 );
 pyo3::create_exception!(
-    _marvin,
+    marvin,
     ConfigError,
     MarvinError,
     "marvin.yml is missing or wrong, or names an unknown environment, task or service. Attributes: file, line, column, path (None when unknown)."
 );
 pyo3::create_exception!(
-    _marvin,
+    marvin,
     PermissionDenied,
     MarvinError,
     "The identity's role does not allow the command in this environment."
 );
 pyo3::create_exception!(
-    _marvin,
+    marvin,
     Locked,
     MarvinError,
     "Someone else holds the environment's lock. Attributes: env, holder, reason, since_ms, until_ms (None: until unlocked)."
 );
 pyo3::create_exception!(
-    _marvin,
+    marvin,
     EngineUnavailable,
     MarvinError,
     "No Docker engine answers (dockerd not running, or DOCKER_HOST wrong)."
 );
 pyo3::create_exception!(
-    _marvin,
+    marvin,
     NotFound,
     MarvinError,
     "A job or container that was asked for does not exist."
 );
 pyo3::create_exception!(
-    _marvin,
+    marvin,
     JobFailed,
     MarvinError,
     "A job ended without succeeding. Attribute: result (the job's summary)."
 );
 pyo3::create_exception!(
-    _marvin,
+    marvin,
     BuildFailed,
     JobFailed,
     "A build job failed while fetching, planning or building images; no container was changed."
 );
 pyo3::create_exception!(
-    _marvin,
+    marvin,
     DeployFailed,
     JobFailed,
     "A build or rollback failed while deploying (or in a deploy hook); changed containers were put back."
 );
 pyo3::create_exception!(
-    _marvin,
+    marvin,
     TaskFailed,
     JobFailed,
     "A task did not run or exited non-zero. Attribute: exit_code (None when it never ran)."
 );
 pyo3::create_exception!(
-    _marvin,
+    marvin,
     JobCancelled,
     JobFailed,
     "The job was cancelled (from another process, or by `cancel`)."
@@ -908,6 +908,7 @@ fn rename_project(config: &Path, name: &str) -> PyResult<()> {
 #[pymodule]
 fn _marvin(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<PyProject>()?;
     m.add_function(wrap_pyfunction!(create_demo, m)?)?;
     m.add("MarvinError", py.get_type::<MarvinError>())?;

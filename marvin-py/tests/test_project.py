@@ -24,6 +24,16 @@ def test_load_reads_the_project_and_acts_as_a_py_identity(project):
     assert project.role == "developer"
 
 
+def test_the_package_has_a_version_and_errors_named_by_the_package():
+    import re
+
+    assert re.fullmatch(r"\d+\.\d+\.\d+.*", marvin.__version__), marvin.__version__
+    # Tracebacks show `marvin.BuildFailed`, the name users import, not the native module's.
+    for error in (marvin.MarvinError, marvin.BuildFailed, marvin.ConfigError, marvin.Locked):
+        assert error.__module__ == "marvin", error
+    assert issubclass(marvin.BuildFailed, marvin.JobFailed)
+
+
 def test_default_identity_is_py_user(demo_config, monkeypatch):
     monkeypatch.delenv("MARVIN_PY_IDENTITY", raising=False)
     monkeypatch.setenv("USER", "carol")

@@ -58,15 +58,32 @@ impl Mirrors {
     /// Branches deleted on the remote are deleted in the mirror too. A first
     /// clone goes to a temporary directory and is renamed into place only
     /// when complete, so a failed clone leaves nothing behind.
+    ///
+    /// Every Marvin process sharing the data directory takes turns on a
+    /// mirror (a file lock, `repos/.<name>.lock`, besides the in-process
+    /// lock), so concurrent first clones and fetches never race. A caller
+    /// that waited while another process fetched, in a fetch that *started*
+    /// after this call was made, takes that fetch as its own instead of
+    /// repeating it: what the remote had when it asked is in the mirror.
     pub fn sync(&self, repo: &RepoSpec) -> Result<(), SourceError> {
         let dir = self.mirror_dir(repo)?;
+        let asked = now_nanos();
         let lock = self.lock_for(&repo.name);
         let _turn = lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if dir.exists() {
-            let mirror = open(repo, &dir)?;
-            return fetch(repo, &mirror);
-        }
         std::fs::create_dir_all(&self.root).map_err(|e| mirror_error(repo, &self.root, e))?;
+        let _process_turn = self.process_lock(repo)?;
+        let stamp = self.root.join(format!(".{}.fetched", repo.name));
+        if dir.exists() {
+            if fetch_started_at(&stamp).is_some_and(|started| started >= asked) {
+                return Ok(());
+            }
+            let started = now_nanos();
+            let mirror = open(repo, &dir)?;
+            fetch(repo, &mirror)?;
+            record_fetch(&stamp, started);
+            return Ok(());
+        }
+        let started = now_nanos();
         let n = self.clone_counter.fetch_add(1, Ordering::Relaxed);
         let tmp = self
             .root
@@ -78,11 +95,27 @@ impl Mirrors {
             .map_err(|e| mirror_error(repo, &tmp, e))
             .and_then(|mirror| fetch(repo, &mirror))
             .and_then(|()| std::fs::rename(&tmp, &dir).map_err(|e| mirror_error(repo, &dir, e)));
-        if result.is_err() {
+        match result {
+            Ok(()) => record_fetch(&stamp, started),
             // Best effort: the error that matters is the one being returned.
-            let _ = std::fs::remove_dir_all(&tmp);
+            Err(_) => drop(std::fs::remove_dir_all(&tmp)),
         }
         result
+    }
+
+    /// This process's turn on a repo's mirror among every process sharing
+    /// the data directory; released when the returned file is dropped (and
+    /// by the kernel when the process dies, so a killed Marvin blocks no one).
+    fn process_lock(&self, repo: &RepoSpec) -> Result<std::fs::File, SourceError> {
+        let path = self.root.join(format!(".{}.lock", repo.name));
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| mirror_error(repo, &path, e))?;
+        file.lock().map_err(|e| mirror_error(repo, &path, e))?;
+        Ok(file)
     }
 
     /// The commit a branch points at in the mirror (after sync).
@@ -198,6 +231,28 @@ fn mirror_error(
         repo: repo.name.clone(),
         path: path.display().to_string(),
         cause: super::one_line(&cause),
+    }
+}
+
+/// Nanoseconds since the Unix epoch (0 on a clock before it).
+fn now_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+/// When the last successful fetch of a mirror started, if recorded.
+fn fetch_started_at(stamp: &Path) -> Option<u128> {
+    std::fs::read_to_string(stamp).ok()?.trim().parse().ok()
+}
+
+/// Record when a successful fetch started. Best effort: without the stamp
+/// the next caller fetches again, which is only slower.
+fn record_fetch(stamp: &Path, started: u128) {
+    let tmp = stamp.with_extension(format!("tmp-{}", std::process::id()));
+    if std::fs::write(&tmp, started.to_string()).is_ok() && std::fs::rename(&tmp, stamp).is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
 }
 

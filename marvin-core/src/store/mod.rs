@@ -22,6 +22,7 @@ mod audit;
 mod deployments;
 mod error;
 mod jobs;
+mod leases;
 mod locks;
 mod model;
 mod schema;
@@ -35,6 +36,7 @@ use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 pub use error::{Problem, StoreError};
 pub use jobs::JobOwner;
+pub use leases::{LeaseAttempt, LeaseHolder};
 pub use model::{
     Approval, ApprovalState, ApproveOutcome, AuditEntry, DeployedService, Deployment, Event, Job,
     JobId, JobState, Lock, LockOutcome, LogLine, NewAuditEntry, NewJob, UnknownJobState,

@@ -111,6 +111,19 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ALTER TABLE jobs ADD COLUMN heartbeat_ms INTEGER;
     ALTER TABLE jobs ADD COLUMN cancel_requested_ms INTEGER;
     "#,
+    // 3: build leases, so one build key is built once across every process
+    // sharing the data directory.
+    r#"
+    CREATE TABLE build_leases (
+        project      TEXT NOT NULL,
+        key          TEXT NOT NULL,
+        owner        TEXT NOT NULL,
+        job          INTEGER NOT NULL,
+        taken_ms     INTEGER NOT NULL,
+        heartbeat_ms INTEGER NOT NULL,
+        PRIMARY KEY (project, key)
+    );
+    "#,
 ];
 
 /// The schema version this build writes.

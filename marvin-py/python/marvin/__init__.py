@@ -38,7 +38,11 @@ from ._marvin import (
     TaskFailed,
 )
 
+#: The version of Marvin these bindings were built from.
+__version__: str = _marvin.__version__
+
 __all__ = [
+    "__version__",
     "Project",
     "Plan",
     "BuildStep",

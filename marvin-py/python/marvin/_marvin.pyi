@@ -9,6 +9,8 @@ from typing import Any, Awaitable, Callable, Optional
 _Path = str | os.PathLike[str]
 _Callback = Optional[Callable[[dict[str, Any]], Any]]
 
+__version__: str
+
 class MarvinError(Exception):
     """Base of every error Marvin raises; the message is the one the console prints."""
 
