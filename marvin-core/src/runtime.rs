@@ -309,6 +309,8 @@ struct Inner {
     events: broadcast::Sender<JobEvent>,
     owner: String,
     build_slots: Semaphore,
+    /// How many builds may run at once on this host, across processes.
+    build_concurrency: usize,
     inflight: Mutex<HashMap<BuildKey, BuildCell>>,
     /// Build leases this runtime holds in the store (heartbeat while > 0).
     leases_held: AtomicUsize,
@@ -481,6 +483,7 @@ impl Runtime {
                 events,
                 owner: owner_id(),
                 build_slots: Semaphore::new(concurrency),
+                build_concurrency: concurrency,
                 inflight: Mutex::new(HashMap::new()),
                 leases_held: AtomicUsize::new(0),
                 cancels: Mutex::new(HashMap::new()),
@@ -1254,6 +1257,38 @@ impl Runtime {
         }
     }
 
+    /// One of the host's build slots, shared by every process using the
+    /// data directory (`<data>/build-slots/<n>.lock`, a file lock the kernel
+    /// releases when the process dies), so `build_concurrency` holds per
+    /// host, not per process.
+    async fn host_build_slot(&self, ctx: &Arc<JobCtx>) -> Result<std::fs::File, BuildError> {
+        let dir = self.inner.marvin.data_dir.join("build-slots");
+        let fail = |path: &std::path::Path, e: std::io::Error| {
+            BuildError::NotRun(format!("build slot {}: {e}", path.display()))
+        };
+        std::fs::create_dir_all(&dir).map_err(|e| fail(&dir, e))?;
+        loop {
+            for n in 0..self.inner.build_concurrency {
+                let path = dir.join(format!("{n}.lock"));
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&path)
+                    .map_err(|e| fail(&path, e))?;
+                match file.try_lock() {
+                    Ok(()) => return Ok(file),
+                    Err(std::fs::TryLockError::WouldBlock) => {}
+                    Err(std::fs::TryLockError::Error(e)) => return Err(fail(&path, e)),
+                }
+            }
+            tokio::select! {
+                () = ctx.cancel.cancelled() => return Err(BuildError::NotRun("cancelled".into())),
+                () = tokio::time::sleep(HOST_SLOT_POLL) => {}
+            }
+        }
+    }
+
     async fn build_image(
         &self,
         ctx: &Arc<JobCtx>,
@@ -1273,6 +1308,7 @@ impl Runtime {
             .acquire()
             .await
             .map_err(|e| not_run(&e))?;
+        let _host_slot = self.host_build_slot(ctx).await?;
         // A job that planned this build may arrive after another job's build
         // of the same key finished and left the single-flight map.
         if !forced
@@ -2114,6 +2150,9 @@ impl Drop for RemoveOnDrop {
         }
     }
 }
+
+/// How often a build waiting for one of the host's build slots looks again.
+const HOST_SLOT_POLL: Duration = Duration::from_millis(100);
 
 /// How often a job waiting for another process's build of a key looks again.
 const LEASE_POLL: Duration = Duration::from_millis(250);

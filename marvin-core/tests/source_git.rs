@@ -681,3 +681,23 @@ fn first_clones_by_many_processes_at_once_all_succeed() {
     p.backend.commit("Second");
     sync_all("fetch");
 }
+
+/// A process SIGKILLed mid-fetch leaves git's ref lock files in the mirror;
+/// the next sync (which holds the mirror's process lock, so no one else
+/// writes) removes them instead of failing on them forever.
+#[test]
+fn a_lock_file_left_by_a_killed_fetch_does_not_block_the_next_one() {
+    let p = Project::new();
+    let (be, _) = p.specs();
+    p.mirrors.sync(&be).expect("first sync");
+    let mirror = p.mirrors.mirror_dir(&be).expect("mirror dir");
+    std::fs::write(mirror.join("refs/heads/master.lock"), "").expect("a stale ref lock");
+    std::fs::write(mirror.join("packed-refs.lock"), "").expect("a stale packed-refs lock");
+    p.backend
+        .write("api/src/main.rs", "fn main() { println!(\"3\"); }\n");
+    let head = p.backend.commit("Third");
+    p.mirrors
+        .sync(&be)
+        .expect("a sync after a killed fetch succeeds");
+    assert_eq!(p.mirrors.resolve(&be, "master").expect("resolve").id, head);
+}

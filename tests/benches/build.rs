@@ -20,13 +20,24 @@
 //! `BENCH_CONTEXT_FILES=N` adds N small source files (1 KiB each, in nested
 //! directories, committed in the repos) to every service's build context, the
 //! size of a real service's sources (issue #2: ~20,000 files per repo, N=1000).
+//!
+//! `BENCH_ENVIRONMENTS=N` (N ≥ 2) measures issue #18's scenario instead:
+//! `marvin build ENV` for one environment alone, then N `marvin build`
+//! processes for N environments started at once on the same commits, first
+//! on an empty data directory, then again after Marvin's images and
+//! containers are removed (mirrors present). It checks that every job
+//! succeeds, that the images built across all of them are as many as the
+//! distinct build keys, and that no untagged image is left, and prints the
+//! wall times and their ratio.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use marvin_core::engine::{DockerEngine, Engine, LABEL_PROJECT, ensure_busybox_image};
+use marvin_core::engine::{
+    DockerEngine, Engine, LABEL_BUILD_KEY, LABEL_PROJECT, ensure_busybox_image,
+};
 
 /// Services of the backend repo (mounted at the workspace root).
 const BACKEND: &[&str] = &[
@@ -148,6 +159,9 @@ fn run(shape: &Shape) -> Result<(), Failure> {
         .block_on(ensure_busybox_image(&bench.engine, &base, &labels))
         .map_err(|e| format!("base image: {e}"))?;
     bench.create_project(shape, &base)?;
+    if let Some(n) = environments()? {
+        return concurrent_environments(&bench, shape, n);
+    }
     println!(
         "bench-build: {} services in 2 repos, {} extra file(s) per context, {} round(s) per scenario, marvin = {}",
         shape.services().len(),
@@ -309,15 +323,75 @@ impl Bench {
 
     fn marvin_yml(&self) -> String {
         let root = self.path();
+        let environments: String = environment_names(environments().ok().flatten().unwrap_or(1))
+            .iter()
+            .map(|env| format!("  {env}:\n    branch: main\n"))
+            .collect();
         format!(
             "project: {project}\ncompose: docker-compose.yml\n\
              repos:\n  backend:\n    url: {backend}\n    path: .\n  frontend:\n    url: {frontend}\n    path: fe\n\
-             environments:\n  dev:\n    branch: main\n\
+             environments:\n{environments}\
              settings:\n  health_timeout: 60s\n",
             project = self.project,
             backend = root.join("repos/backend.git").display(),
             frontend = root.join("repos/frontend.git").display(),
         )
+    }
+
+    /// `marvin build ENV --json` for each of `envs` at once, on `data`:
+    /// the wall time until the last one ends, and what the engine gained.
+    fn build_at_once(&self, envs: &[String], data: &Path) -> Result<(Duration, usize), Failure> {
+        let before = self.snapshot_marvin()?;
+        let started = Instant::now();
+        let outputs: Vec<std::io::Result<Output>> = std::thread::scope(|scope| {
+            let running: Vec<_> = envs
+                .iter()
+                .map(|env| {
+                    let mut command = Command::new(&self.marvin_bin);
+                    command
+                        .args(["build", env, "--json", "--config"])
+                        .arg(self.path().join("marvin.yml"))
+                        .arg("--data-dir")
+                        .arg(data);
+                    scope.spawn(move || command.output())
+                })
+                .collect();
+            running
+                .into_iter()
+                .map(|h| h.join().expect("a thread running marvin"))
+                .collect()
+        });
+        let wall = started.elapsed();
+        for (env, out) in envs.iter().zip(outputs) {
+            let out = out.map_err(|e| format!("running {}: {e}", self.marvin_bin.display()))?;
+            checked(&format!("marvin build {env}"), &out)?;
+        }
+        let (built, _) = before.diff(&self.snapshot_marvin()?);
+        Ok((wall, built))
+    }
+
+    /// Remove Marvin's containers and built images (not the base image).
+    fn remove_deployments(&self) -> Result<(), Failure> {
+        let project = format!("label={LABEL_PROJECT}={}", self.project);
+        let containers = docker(&["ps", "-aq", "--filter", &project])?;
+        let ids: Vec<&str> = containers.lines().collect();
+        if !ids.is_empty() {
+            docker(&[&["rm", "-f"][..], &ids].concat())?;
+        }
+        let images = docker(&[
+            "images",
+            "-q",
+            "--filter",
+            &project,
+            "--filter",
+            &format!("label={LABEL_BUILD_KEY}"),
+        ])?;
+        let ids: BTreeSet<&str> = images.lines().collect();
+        if !ids.is_empty() {
+            let ids: Vec<&str> = ids.into_iter().collect();
+            docker(&[&["rmi", "-f"][..], &ids].concat())?;
+        }
+        Ok(())
     }
 
     /// Commit and push a change to one file of `service`'s context, as a developer would.
@@ -438,6 +512,79 @@ fn docker_containers(filter: &str) -> Result<BTreeMap<String, String>, Failure> 
         .filter_map(|l| l.split_once(' '))
         .map(|(name, id)| (name.to_string(), id.to_string()))
         .collect())
+}
+
+/// `BENCH_ENVIRONMENTS=N`: issue #18's concurrent scenario with N environments.
+fn environments() -> Result<Option<usize>, Failure> {
+    match std::env::var("BENCH_ENVIRONMENTS") {
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Ok(text) => match text.trim().parse() {
+            Ok(n) if n >= 2 => Ok(Some(n)),
+            _ => Err(format!(
+                "BENCH_ENVIRONMENTS={text:?}: give a number of environments, 2 or more"
+            )),
+        },
+        Err(e) => Err(format!("BENCH_ENVIRONMENTS: {e}")),
+    }
+}
+
+/// `dev`, then `env2` … `envN`.
+fn environment_names(n: usize) -> Vec<String> {
+    (1..=n)
+        .map(|i| {
+            if i == 1 {
+                "dev".into()
+            } else {
+                format!("env{i}")
+            }
+        })
+        .collect()
+}
+
+/// Issue #18: N environments built by N processes at once vs one alone.
+fn concurrent_environments(bench: &Bench, shape: &Shape, n: usize) -> Result<(), Failure> {
+    let envs = environment_names(n);
+    let keys = shape.services().len();
+    println!(
+        "bench-build: {keys} services in 2 repos; {n} `marvin build` processes at once vs one alone, marvin = {}",
+        bench.marvin_bin.display()
+    );
+    let alone_data = bench.path().join("data-alone");
+    let (alone, built) = bench.build_at_once(&envs[..1], &alone_data)?;
+    println!(
+        "one environment alone, empty data directory: {} ({built} images built)",
+        seconds(alone)
+    );
+    bench.remove_deployments()?;
+    let shared = bench.path().join("data-shared");
+    for round in [
+        "empty data directory",
+        "mirrors present, images and containers removed",
+    ] {
+        let (wall, built) = bench.build_at_once(&envs, &shared)?;
+        let untagged = docker(&[
+            "images",
+            "-q",
+            "--filter",
+            "dangling=true",
+            "--filter",
+            &format!("label={LABEL_PROJECT}={}", bench.project),
+        ])?
+        .lines()
+        .count();
+        println!(
+            "{n} environments at once, {round}: {} ({built} images built for {keys} keys, {untagged} untagged left) = {:.2}× one alone",
+            seconds(wall),
+            wall.as_secs_f64() / alone.as_secs_f64()
+        );
+        if built != keys || untagged != 0 {
+            return Err(format!(
+                "{round}: {built} images built for {keys} distinct keys, {untagged} untagged images left"
+            ));
+        }
+        bench.remove_deployments()?;
+    }
+    Ok(())
 }
 
 /// `BENCH_CONTEXT_FILES=N`: extra source files per service context (0 when unset).

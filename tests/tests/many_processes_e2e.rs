@@ -229,3 +229,119 @@ async fn a_process_killed_while_it_builds_hands_the_key_to_the_next() {
     assert_eq!(untagged_images(&fx), Vec::<String>::new());
     fx.assert_converged(&data).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_build_concurrency_limit_holds_across_processes() {
+    // `other` tracks a branch where every image differs from main's, so the
+    // two processes below have no build key in common: only the host's
+    // build slot can keep their builds apart.
+    let fx = Fixture::new(
+        "hostslots",
+        Options {
+            staging_yaml: "  other:\n    branch: other\n".into(),
+            top_yaml: "  build_concurrency: 1\n".into(),
+            ..Options::default()
+        },
+    )
+    .await;
+    // Builds that take a while, so two at once would overlap by seconds.
+    let slow = |cmd: &str| {
+        format!(
+            "FROM {}\nRUN sleep 2\nCOPY . /www\nCMD {cmd}\n",
+            common_e2e::base_image()
+        )
+    };
+    let httpd = slow(r#"["httpd", "-f", "-p", "8080", "-h", "/www"]"#);
+    fx.commit(
+        "backend",
+        &[
+            ("api/Dockerfile", Some(&httpd)),
+            (
+                "worker/Dockerfile",
+                Some(&slow(r#"["sh", "/www/work.sh"]"#)),
+            ),
+        ],
+        "slow builds",
+    );
+    fx.commit(
+        "frontend",
+        &[
+            ("web/Dockerfile", Some(&httpd)),
+            ("docs/Dockerfile", Some(&httpd)),
+        ],
+        "slow builds",
+    );
+    for repo in ["backend", "frontend"] {
+        let work = fx.root.join("work").join(repo);
+        common_e2e::git(&work, &["checkout", "-q", "-b", "other"]);
+        for dockerfile in [
+            "db/Dockerfile",
+            "api/Dockerfile",
+            "worker/Dockerfile",
+            "web/Dockerfile",
+            "docs/Dockerfile",
+        ] {
+            let path = work.join(dockerfile);
+            if let Ok(text) = std::fs::read_to_string(&path) {
+                let text = text.replacen("\n", "\nRUN echo other\n", 1);
+                std::fs::write(&path, text).expect("write the Dockerfile");
+            }
+        }
+        common_e2e::git(&work, &["commit", "-q", "-am", "other images"]);
+        common_e2e::git(&work, &["push", "-q", "origin", "other"]);
+        common_e2e::git(&work, &["checkout", "-q", "main"]);
+    }
+    let data = fx.data.clone();
+    let outputs: Vec<Output> = std::thread::scope(|scope| {
+        let running: Vec<_> = ["dev", "other"]
+            .iter()
+            .map(|env| {
+                let mut command = marvin(&fx, &data, &["build", env, "--json"]);
+                scope.spawn(move || command.output().expect("run marvin"))
+            })
+            .collect();
+        running
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
+    });
+    let store = Store::open_in(&data).expect("open the store");
+    // Every build, as (start, end) by the times its job recorded.
+    let mut builds: Vec<(i64, i64, String)> = Vec::new();
+    for out in &outputs {
+        let job = succeeded(out)["job"].as_i64().expect("job id");
+        let events = store.events(job).expect("events");
+        for built in events.iter().filter(|e| e.kind == "built") {
+            let service = built.data["service"].as_str().expect("service");
+            let started = events
+                .iter()
+                .find(|e| e.kind == "build_started" && e.data["service"] == service)
+                .unwrap_or_else(|| panic!("job #{job}: {service} built without build_started"));
+            let millis = built.data["millis"].as_i64().expect("millis");
+            builds.push((
+                started.at_ms,
+                started.at_ms + millis,
+                format!("#{job} {service}"),
+            ));
+        }
+    }
+    builds.sort();
+    assert_eq!(
+        builds.len(),
+        2 * SERVICES.len(),
+        "each environment's own images built: {builds:?}"
+    );
+    for pair in builds.windows(2) {
+        // A little slack for the two clocks readings around each build.
+        assert!(
+            pair[1].0 + 100 >= pair[0].1,
+            "two builds ran at once with build_concurrency 1: {} ({}..{}) and {} ({}..{})",
+            pair[0].2,
+            pair[0].0,
+            pair[0].1,
+            pair[1].2,
+            pair[1].0,
+            pair[1].1
+        );
+    }
+}

@@ -78,6 +78,7 @@ impl Mirrors {
                 return Ok(());
             }
             let started = now_nanos();
+            remove_stale_locks(&dir);
             let mirror = open(repo, &dir)?;
             fetch(repo, &mirror)?;
             record_fetch(&stamp, started);
@@ -232,6 +233,37 @@ fn mirror_error(
         path: path.display().to_string(),
         cause: super::one_line(&cause),
     }
+}
+
+/// Remove the git lock files (`refs/heads/main.lock`, `packed-refs.lock`…)
+/// a process killed mid-fetch left in a mirror. Only the holder of the
+/// mirror's process lock writes to it, so any lock file found by the holder
+/// is stale; left in place it would fail every later fetch. Best effort.
+fn remove_stale_locks(dir: &Path) {
+    fn walk(dir: &Path) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => walk(&path),
+                Ok(_) if path.extension().is_some_and(|e| e == "lock") => {
+                    let _ = std::fs::remove_file(&path);
+                }
+                _ => {}
+            }
+        }
+    }
+    for top in [
+        "HEAD.lock",
+        "config.lock",
+        "packed-refs.lock",
+        "shallow.lock",
+    ] {
+        let _ = std::fs::remove_file(dir.join(top));
+    }
+    walk(&dir.join("refs"));
 }
 
 /// Nanoseconds since the Unix epoch (0 on a clock before it).
