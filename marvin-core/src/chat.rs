@@ -412,6 +412,13 @@ impl Chat {
     /// file name, paths under the project's or the data directory relative
     /// ones. People in a chat have no business with the server's file system.
     fn scrubbed(&self, mut answer: Answer) -> Answer {
+        answer.text = self.scrub(&answer.text);
+        answer.block = answer.block.as_deref().map(|b| self.scrub(b));
+        answer
+    }
+
+    /// `text` without server paths (see [`Chat::scrubbed`]).
+    fn scrub(&self, text: &str) -> String {
         let marvin = self.runtime.marvin();
         let name_of = |p: &Path| {
             p.file_name()
@@ -440,15 +447,10 @@ impl Chat {
         }
         // The longest first, so a directory does not cut a file's path in two.
         pairs.sort_by_key(|(from, _)| std::cmp::Reverse(from.len()));
-        let scrub = |text: &str| {
-            pairs
-                .iter()
-                .filter(|(from, _)| from.len() > 1)
-                .fold(text.to_string(), |t, (from, to)| t.replace(from, to))
-        };
-        answer.text = scrub(&answer.text);
-        answer.block = answer.block.as_deref().map(scrub);
-        answer
+        pairs
+            .iter()
+            .filter(|(from, _)| from.len() > 1)
+            .fold(text.to_string(), |t, (from, to)| t.replace(from, to))
     }
 
     /// Who may: judged on the command's environment, or for a command
@@ -946,7 +948,8 @@ impl Chat {
         };
         // Secrets learned while the job ran (env files) are masked too.
         let redactor = self.runtime.redactor();
-        let report = Report::from_summary(&summary).redacted(&redactor);
+        let mut report = Report::from_summary(&summary).redacted(&redactor);
+        report.error = report.error.as_deref().map(|e| self.scrub(e));
         let outcome = format!(
             "job #{} {}",
             summary.job,
