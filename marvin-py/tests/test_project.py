@@ -314,6 +314,7 @@ def test_a_viewers_cancel_is_refused_the_requesters_is_not_and_both_are_audited(
     finally:
         worker.join(60)
     assert len(outcome) == 1 and isinstance(outcome[0], marvin.JobCancelled), outcome
+    assert task_containers_after_removal(project) == [], "the task's container was removed"
     audit = json.loads(
         subprocess.run(
             [cli, "audit", "--json", "-n", "20", "--config", str(demo_config), "--data-dir", str(project.data_dir)],
