@@ -485,6 +485,7 @@ pub fn slack(data: &[u8]) {
     let bot = BotIdentity {
         user_id: "UBOT".into(),
         bot_id: Some("BBOT".into()),
+        name: None,
     };
     let stripped = strip_mention(&text, &bot.user_id);
     assert_eq!(stripped.trim(), stripped, "the text is trimmed");

@@ -15,12 +15,12 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use marvin_core::chat::{Chat, Reply};
+use marvin_core::command::Command;
 use marvin_core::commands;
 use marvin_core::engine::DockerEngine;
 use marvin_core::marvin::Marvin;
-use marvin_core::runtime::{
-    Clock, EventKind, JobKind, JobRequest, JobSummary, Runtime, SystemClock,
-};
+use marvin_core::runtime::{EventKind, JobKind, JobSummary, Runtime, SystemClock};
 use marvin_core::store::Store;
 
 /// Who the examples act as: `script:$USER`.
@@ -47,31 +47,31 @@ pub fn runtime(marvin: Marvin) -> Result<Runtime, String> {
     Runtime::new(marvin, engine, store, Arc::new(SystemClock)).map_err(|e| e.to_string())
 }
 
-/// Check the caller may change `env` (role, lock), run one job there and
+/// Run one job in `env` through Marvin's door (the caller's role, the lock,
+/// the audit log: the same as a chat command from origin `example`) and
 /// print its progress, one line per step, image and container.
 pub async fn run(runtime: &Runtime, env: &str, kind: JobKind) -> Result<JobSummary, String> {
-    let who = identity();
-    let store = runtime.store().clone();
-    commands::check_job(
-        runtime.marvin(),
-        &store,
-        &who,
-        env,
-        &kind,
-        SystemClock.now_ms(),
-    )
-    .map_err(|e| e.to_string())?;
+    let chat = Chat::new(runtime.clone());
+    let person = chat.person(&identity(), "example");
+    let env = runtime
+        .marvin()
+        .project
+        .environment(env)
+        .map(|e| e.name.clone())
+        .unwrap_or_else(|_| env.to_string());
+    let command = Command {
+        env: Some(env),
+        verb: commands::verb_of(&kind),
+    };
+    // Subscribe before submitting, so no event of the job is missed.
     let mut events = runtime.subscribe();
-    let handle = runtime
-        .submit(JobRequest {
-            env: env.to_string(),
-            kind,
-            who,
-            origin: "example".into(),
-            trigger: "person".into(),
-        })
-        .map_err(|e| e.to_string())?;
-    let id = handle.id;
+    let follow = match chat.door(&person, &command).await {
+        Reply::Job(follow) => follow,
+        Reply::Answer(answer) => return Err(answer.text),
+        Reply::Ignored => return Err(format!("`{}` was ignored", command.to_text())),
+    };
+    let handle = follow;
+    let id = handle.job;
     let printer = tokio::spawn(async move {
         while let Ok(event) = events.recv().await {
             if event.job != id {
@@ -91,7 +91,7 @@ pub async fn run(runtime: &Runtime, env: &str, kind: JobKind) -> Result<JobSumma
             }
         }
     });
-    let summary = handle.wait().await;
+    let summary = handle.summary().await;
     let _ = printer.await;
     Ok(summary)
 }

@@ -8,14 +8,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
+use marvin_core::chat::{Answer, Chat, Reply, Tone};
+use marvin_core::command::{Command, Verb};
 use marvin_core::commands;
 use marvin_core::demo;
 use marvin_core::engine::{DockerEngine, Engine, LABEL_PROJECT, ensure_busybox_image};
 use marvin_core::marvin::Marvin;
 use marvin_core::report;
-use marvin_core::runtime::{
-    Clock, EventKind, JobKind, JobRequest, JobSummary, Runtime, SystemClock,
-};
+use marvin_core::runtime::{Clock, EventKind, JobKind, JobSummary, Runtime, SystemClock};
 use marvin_core::store::{JobState, Store};
 
 /// A job to run from the console.
@@ -46,19 +46,59 @@ fn open_runtime(marvin: Marvin) -> anyhow::Result<Runtime> {
     Ok(Runtime::new(marvin, engine, store, Arc::new(SystemClock))?)
 }
 
+/// The console's door: every command of the person at the console goes
+/// through [`Chat::door`] as `local:$USER` from origin `console` — judged,
+/// lock-checked and audited like a chat message.
+fn open_chat(marvin: Marvin) -> anyhow::Result<Chat> {
+    Ok(Chat::new(open_runtime(marvin)?))
+}
+
+/// The command as the door takes it; the environment's alias resolved when it names one.
+fn command(chat: &Chat, env: &str, verb: Verb) -> Command {
+    let project = &chat.runtime().marvin().project;
+    let env = project
+        .environment(env)
+        .map(|e| e.name.clone())
+        .unwrap_or_else(|_| env.to_string());
+    Command {
+        env: Some(env),
+        verb,
+    }
+}
+
+/// A command that is answered at once: print the answer (its data with
+/// `--json`); a refusal or failure goes to stderr and exits 1.
+async fn answer(chat: &Chat, command: Command, json: bool) -> anyhow::Result<ExitCode> {
+    let person = chat.person(&identity(), "console");
+    match chat.door(&person, &command).await {
+        Reply::Answer(a) if a.tone == Tone::Info => {
+            match (&a.data, json) {
+                (Some(data), true) => println!("{}", serde_json::to_string_pretty(data)?),
+                _ => println!("{}", a.to_text()),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Reply::Answer(a) => {
+            eprintln!("marvin: {}", a.to_text());
+            Ok(ExitCode::FAILURE)
+        }
+        Reply::Ignored => Ok(ExitCode::SUCCESS),
+        Reply::Job(follow) => {
+            anyhow::bail!("`{}` started job #{}", command.to_text(), follow.job)
+        }
+    }
+}
+
 /// Run one job with a live status line; print its summary. Exit code 0 on success.
 pub async fn run_job(marvin: Marvin, spec: JobSpec, json: bool) -> anyhow::Result<ExitCode> {
-    let store = Store::open_in(&marvin.data_dir)?;
-    commands::check_job(
-        &marvin,
-        &store,
-        &identity(),
-        &spec.env,
-        &spec.kind,
-        SystemClock.now_ms(),
-    )?;
-    let runtime = open_runtime(marvin)?;
-    let summary = run_with_progress(&runtime, spec, !json).await?;
+    let chat = open_chat(marvin)?;
+    let summary = match run_with_progress(&chat, spec, !json).await? {
+        Ok(summary) => summary,
+        Err(refusal) => {
+            eprintln!("marvin: {}", refusal.to_text());
+            return Ok(ExitCode::FAILURE);
+        }
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
@@ -71,26 +111,33 @@ pub async fn run_job(marvin: Marvin, spec: JobSpec, json: bool) -> anyhow::Resul
     })
 }
 
-/// Submit a job and show its progress on stderr until it ends. Ctrl-C cancels it cleanly.
+/// Submit a job through the door and show its progress on stderr until it
+/// ends; the door's answer when it was not submitted. Ctrl-C cancels it cleanly.
 pub async fn run_with_progress(
-    runtime: &Runtime,
+    chat: &Chat,
     spec: JobSpec,
     show: bool,
-) -> anyhow::Result<JobSummary> {
+) -> anyhow::Result<Result<JobSummary, Answer>> {
+    let runtime = chat.runtime();
+    // Subscribe before submitting, so no event of the job is missed.
     let mut events = runtime.subscribe();
-    let handle = runtime.submit(JobRequest {
-        env: spec.env,
-        kind: spec.kind,
-        who: identity(),
-        origin: "console".into(),
-        trigger: "person".into(),
-    })?;
-    let id = handle.id;
+    let command = command(chat, &spec.env, commands::verb_of(&spec.kind));
+    let person = chat.person(&identity(), "console");
+    let follow = match chat.door(&person, &command).await {
+        Reply::Job(follow) => follow,
+        Reply::Answer(a) => return Ok(Err(a)),
+        Reply::Ignored => anyhow::bail!("`{}` was ignored", command.to_text()),
+    };
+    let id = follow.job;
+    if show && let Some(step) = follow.current().step {
+        // A protected environment: the job waits for an admin's approval (from any front end).
+        eprintln!("job #{id}: {step}");
+    }
     let tty = std::io::stderr().is_terminal();
     let started = Instant::now();
     let mut step = String::from("queued");
     let mut building: Vec<String> = Vec::new();
-    let wait = handle.wait();
+    let wait = follow.summary();
     tokio::pin!(wait);
     let mut ticker = tokio::time::interval(std::time::Duration::from_millis(250));
     let mut cancelled = false;
@@ -100,7 +147,7 @@ pub async fn run_with_progress(
                 if show && tty {
                     eprint!("\r\x1b[K");
                 }
-                return Ok(summary);
+                return Ok(Ok(summary));
             }
             _ = tokio::signal::ctrl_c(), if !cancelled => {
                 cancelled = true;
@@ -199,8 +246,8 @@ pub fn history(marvin: Marvin, env: &str, n: usize, json: bool) -> anyhow::Resul
     Ok(ExitCode::SUCCESS)
 }
 
-/// `marvin lock ENV [DURATION] [REASON]`.
-pub fn lock(
+/// `marvin lock ENV [DURATION] [REASON]`, through the door.
+pub async fn lock(
     marvin: Marvin,
     env: &str,
     duration: Option<String>,
@@ -208,7 +255,6 @@ pub fn lock(
     force: bool,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let store = Store::open_in(&marvin.data_dir)?;
     // As in chat: a first word starting with a digit is the duration, anything else starts the reason.
     let (duration, reason) = match duration {
         Some(d) if d.starts_with(|c: char| c.is_ascii_digit()) => (
@@ -218,77 +264,37 @@ pub fn lock(
         Some(word) => (None, format!("{word} {reason}").trim().to_string()),
         None => (None, reason.to_string()),
     };
-    let reason = reason.as_str();
-    let now = SystemClock.now_ms();
-    let lock = commands::lock(
-        &marvin,
-        &store,
-        &identity(),
-        env,
+    let chat = open_chat(marvin)?;
+    let verb = Verb::Lock {
         duration,
         reason,
         force,
-        now,
-    )?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&lock)?);
-    } else {
-        println!("{}", marvin_core::locks::describe(&lock, now));
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// `marvin unlock ENV`.
-pub fn unlock(marvin: Marvin, env: &str, force: bool, json: bool) -> anyhow::Result<ExitCode> {
-    let store = Store::open_in(&marvin.data_dir)?;
-    let released = commands::unlock(
-        &marvin,
-        &store,
-        &identity(),
-        env,
-        force,
-        SystemClock.now_ms(),
-    )?;
-    if json {
-        println!("{}", serde_json::json!({ "released": released }));
-    } else if let Some(l) = released {
-        println!("unlocked (was held by {})", l.holder);
-    } else {
-        println!("{env} was not locked");
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// `marvin cancel ENV [JOB]`: ask the process running the job to stop it.
-pub fn cancel(marvin: Marvin, env: &str, job: Option<i64>, json: bool) -> anyhow::Result<ExitCode> {
-    let environment = marvin.project.environment(env)?.clone();
-    let store = Store::open_in(&marvin.data_dir)?;
-    let active = store.active_jobs(&marvin.project.name, Some(&environment.name))?;
-    let target = match job {
-        Some(id) => active.iter().find(|j| j.id == id).with_context(|| {
-            format!("job #{id} is not queued or running in {}", environment.name)
-        })?,
-        None => active
-            .iter()
-            .find(|j| j.state == JobState::Running)
-            .or(active.first())
-            .with_context(|| format!("nothing is running in {}", environment.name))?,
     };
-    store.request_cancel(target.id, SystemClock.now_ms())?;
-    if json {
-        println!(
-            "{}",
-            serde_json::json!({"job": target.id, "cancel_requested": true})
-        );
-    } else {
-        println!(
-            "asked job #{} ({} {}) to stop",
-            target.id,
-            target.verb,
-            target.args.join(" ")
-        );
-    }
-    Ok(ExitCode::SUCCESS)
+    answer(&chat, command(&chat, env, verb), json).await
+}
+
+/// `marvin unlock ENV`, through the door.
+pub async fn unlock(
+    marvin: Marvin,
+    env: &str,
+    force: bool,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let chat = open_chat(marvin)?;
+    answer(&chat, command(&chat, env, Verb::Unlock { force }), json).await
+}
+
+/// `marvin cancel ENV [JOB]`, through the door: the requester, admins, and
+/// developers on unprotected environments may; the process running the job
+/// stops it.
+pub async fn cancel(
+    marvin: Marvin,
+    env: &str,
+    job: Option<i64>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let chat = open_chat(marvin)?;
+    answer(&chat, command(&chat, env, Verb::Cancel { job }), json).await
 }
 
 /// `marvin demo`: the main job on the embedded default.
@@ -320,14 +326,14 @@ pub async fn demo(dir: &Path, clean: bool) -> anyhow::Result<ExitCode> {
     );
 
     let marvin = Marvin::load(&config, None)?.with_engine(Arc::new(engine));
-    let runtime = open_runtime(marvin)?;
-    let Some(_first) = demo_build(&runtime).await? else {
+    let chat = open_chat(marvin)?;
+    let Some(_first) = demo_build(&chat).await? else {
         return Ok(ExitCode::FAILURE);
     };
 
     let subject = demo::change_web(dir, "a change to one service")?;
     println!("\nA developer pushes one change to the frontend repo: \"{subject}\"");
-    let Some(second) = demo_build(&runtime).await? else {
+    let Some(second) = demo_build(&chat).await? else {
         return Ok(ExitCode::FAILURE);
     };
     let built: Vec<&str> = second.built.iter().map(|(s, _)| s.as_str()).collect();
@@ -369,7 +375,7 @@ fn list_or_none(items: &[&str]) -> String {
 }
 
 /// One `build dev` of the demo, shown as the console shows any job; `None` when it failed.
-async fn demo_build(runtime: &Runtime) -> anyhow::Result<Option<JobSummary>> {
+async fn demo_build(chat: &Chat) -> anyhow::Result<Option<JobSummary>> {
     println!("$ marvin build dev");
     let spec = JobSpec {
         env: "dev".into(),
@@ -378,7 +384,13 @@ async fn demo_build(runtime: &Runtime) -> anyhow::Result<Option<JobSummary>> {
             force: false,
         },
     };
-    let summary = run_with_progress(runtime, spec, true).await?;
+    let summary = match run_with_progress(chat, spec, true).await? {
+        Ok(summary) => summary,
+        Err(refusal) => {
+            eprintln!("marvin: {}", refusal.to_text());
+            return Ok(None);
+        }
+    };
     print!("{}", report::summary_text(&summary));
     Ok((summary.state == Some(JobState::Succeeded)).then_some(summary))
 }
@@ -386,7 +398,7 @@ async fn demo_build(runtime: &Runtime) -> anyhow::Result<Option<JobSummary>> {
 /// `marvin chat`: one command per line from stdin, through the same
 /// dispatcher as Slack and Telegram, as `local:$USER` from channel `console`.
 pub async fn chat(marvin: Marvin, identity_override: Option<String>) -> anyhow::Result<ExitCode> {
-    use marvin_core::chat::{Chat, Message, Reply};
+    use marvin_core::chat::Message;
     use tokio::io::AsyncBufReadExt;
     let who = identity_override.unwrap_or_else(identity);
     let project = marvin.project.name.clone();

@@ -316,15 +316,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             json,
         } => console::logs(marvin, &env, target, tail, json).await,
         Command::History { env, n, json } => console::history(marvin, &env, n, json),
-        Command::Cancel { env, job: j, json } => console::cancel(marvin, &env, j, json),
+        Command::Cancel { env, job: j, json } => console::cancel(marvin, &env, j, json).await,
         Command::Lock {
             env,
             duration,
             reason,
             force,
             json,
-        } => console::lock(marvin, &env, duration, &reason.join(" "), force, json),
-        Command::Unlock { env, force, json } => console::unlock(marvin, &env, force, json),
+        } => console::lock(marvin, &env, duration, &reason.join(" "), force, json).await,
+        Command::Unlock { env, force, json } => console::unlock(marvin, &env, force, json).await,
         Command::Serve { listen, grace } => {
             let grace = marvin_core::duration::parse(&grace)
                 .map_err(|e| anyhow::anyhow!("--grace: {e}"))?;

@@ -1,4 +1,4 @@
-//! Who may do what (DESIGN.md §7). Pure: the project, an identity, the
+//! Who may do what (docs/people.md). Pure: the project, an identity, the
 //! environment and the command in; a [`Decision`] out.
 //!
 //! - viewers read: `plan`, `status`, `logs`, `history`, `envs`, `whoami`, `help`;
@@ -70,7 +70,26 @@ pub fn decide(
     verb: &Verb,
     approved_by: Option<&str>,
 ) -> Decision {
-    let role = project.role_of(identity);
+    decide_as(
+        project,
+        identity,
+        project.role_of(identity),
+        env,
+        verb,
+        approved_by,
+    )
+}
+
+/// [`decide`] for a person whose `role` was already resolved (the door
+/// resolves it once per command).
+pub fn decide_as(
+    project: &Project,
+    identity: &str,
+    role: Role,
+    env: Option<&Environment>,
+    verb: &Verb,
+    approved_by: Option<&str>,
+) -> Decision {
     if !verb.changes() {
         return Decision::Allow;
     }

@@ -1,4 +1,4 @@
-//! The chat dispatcher (DESIGN.md §7–§8): the one entry point every front
+//! The chat dispatcher (docs/commands.md): the one entry point every front
 //! end that takes typed commands goes through — Slack, Telegram,
 //! `marvin chat`, and anything else that speaks the grammar.
 //!
@@ -17,6 +17,7 @@
 //! runtime's [`Redactor`].
 
 use std::collections::{HashSet, VecDeque};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +27,7 @@ use tokio::sync::watch;
 use crate::access::{self, Decision};
 use crate::command::{self, Command, Context, LogTarget, ParseError, Verb};
 use crate::commands::{self, CommandError};
-use crate::config::Environment;
+use crate::config::{Environment, Role};
 use crate::locks::{self, BuildGate};
 use crate::redact::Redactor;
 use crate::render::{JobHeader, Progress, Report};
@@ -59,6 +60,31 @@ pub struct Message {
     pub bot: Option<String>,
 }
 
+/// Who is asking, resolved once at the door ([`Chat::person`]) and passed
+/// down: the identity, where the command came from, and the identity's role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Person {
+    /// `slack:U123`, `local:alice`, `py:bob`, …
+    pub identity: String,
+    /// Where from: a channel (`slack:C123`), `console`, `python`.
+    pub origin: String,
+    /// The role `people` in marvin.yml gives the identity.
+    pub role: Role,
+    /// The bot's name in the front end the person writes in (`shipit`),
+    /// when it knows it: `help` and hints name it instead of `@marvin`.
+    pub bot: Option<String>,
+}
+
+impl Person {
+    /// How the person addresses the bot: `@shipit`, or `@marvin`.
+    pub fn bot_mention(&self) -> String {
+        match self.bot.as_deref().map(|b| b.trim_start_matches('@')) {
+            Some(name) if !name.is_empty() => format!("@{name}"),
+            _ => "@marvin".to_string(),
+        }
+    }
+}
+
 /// How an answer should look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -83,6 +109,10 @@ pub struct Answer {
     /// Identities to notify (e.g. the holder of a lock taken over, the
     /// requester of an approved job).
     pub mentions: Vec<String>,
+    /// What was done, as data (the console's `--json`): the lock taken, the
+    /// lock released, the job asked to stop.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<serde_json::Value>,
 }
 
 impl Answer {
@@ -92,6 +122,7 @@ impl Answer {
             text: text.into(),
             block: None,
             mentions: Vec::new(),
+            data: None,
         }
     }
 
@@ -111,6 +142,11 @@ impl Answer {
 
     fn with_block(mut self, block: String) -> Answer {
         self.block = Some(block);
+        self
+    }
+
+    fn with_data(mut self, data: impl Serialize) -> Answer {
+        self.data = serde_json::to_value(data).ok();
         self
     }
 
@@ -164,9 +200,13 @@ pub struct Follow {
     /// for renderers (which redact once more, last).
     pub redactor: Arc<Redactor>,
     rx: watch::Receiver<Report>,
+    summary: SummarySlot,
     first: bool,
     done: bool,
 }
+
+/// Where the follower leaves the job's summary when it ends.
+type SummarySlot = Arc<std::sync::Mutex<Option<JobSummary>>>;
 
 impl Follow {
     /// The newest report.
@@ -191,6 +231,18 @@ impl Follow {
             self.done = true;
         }
         Some(report)
+    }
+
+    /// Wait for the job to end and return its summary (the console's
+    /// `--json` shape).
+    pub async fn summary(mut self) -> JobSummary {
+        while self.next().await.is_some() {}
+        let summary = self.summary.lock().expect("summary slot").clone();
+        summary.unwrap_or_else(|| JobSummary {
+            job: self.job,
+            env: self.env.clone(),
+            ..JobSummary::default()
+        })
     }
 
     /// Wait for the job to end and return its final report.
@@ -226,9 +278,21 @@ impl Chat {
         &self.runtime
     }
 
-    /// Parse, check, audit and carry out one command.
+    /// Who is asking: the identity's role, resolved once here and passed down.
+    pub fn person(&self, identity: &str, origin: &str) -> Person {
+        Person {
+            identity: identity.to_string(),
+            origin: origin.to_string(),
+            role: self.runtime.marvin().project.role_of(identity),
+            bot: None,
+        }
+    }
+
+    /// Parse a message in its channel's context, then go through
+    /// [`Chat::door`]. Text that does not parse is audited as `invalid`.
     pub async fn handle(&self, msg: &Message) -> Reply {
-        let redactor = Arc::new(self.runtime.redactor());
+        let mut person = self.person(&msg.identity, &msg.channel);
+        person.bot = msg.bot.clone();
         let project = &self.runtime.marvin().project;
         let mut ctx = Context::for_channel(project, &msg.channel);
         ctx.bot = msg.bot.clone();
@@ -236,9 +300,11 @@ impl Chat {
             Ok(c) => c,
             Err(ParseError::OtherBot { .. }) => return Reply::Ignored,
             Err(e) => {
-                let answer = Answer::refused(e.to_string()).redacted(&redactor);
+                let redactor = self.runtime.redactor();
+                let text = e.to_string().replace("@marvin", &person.bot_mention());
+                let answer = self.scrubbed(Answer::refused(text)).redacted(&redactor);
                 self.audit(
-                    msg,
+                    &person,
                     None,
                     &raw_text(&msg.text),
                     "invalid",
@@ -248,14 +314,24 @@ impl Chat {
                 return Reply::Answer(answer);
             }
         };
+        self.door(&person, &command).await
+    }
+
+    /// The one door every person's command goes through, from every front
+    /// end (chat, the console, Python, the web button): permission
+    /// ([`access`]), then the lock ([`locks`]), then the audit log (allowed,
+    /// denied, needs approval, invalid, and later the outcome), then the
+    /// answer, or the job submitted and followed.
+    pub async fn door(&self, person: &Person, command: &Command) -> Reply {
+        let redactor = Arc::new(self.runtime.redactor());
         let text = command.to_text();
         let env_name = command.env.clone();
-        let decision = match self.decide(msg, &command) {
+        let decision = match self.decide(person, command) {
             Ok(d) => d,
             Err(e) => {
-                let answer = error_answer(e).redacted(&redactor);
+                let answer = self.scrubbed(error_answer(e)).redacted(&redactor);
                 self.audit(
-                    msg,
+                    person,
                     env_name.as_deref(),
                     &text,
                     "invalid",
@@ -267,10 +343,15 @@ impl Chat {
         };
         let approval = match decision {
             Decision::Deny { reason } => {
-                let reason = self.forced_by_a_developer(msg, &command).unwrap_or(reason);
-                let answer = Answer::refused(reason).redacted(&redactor);
+                let reason = self
+                    .forced_by_a_developer(person, command)
+                    .unwrap_or(reason);
+                let answer = self
+                    .scrubbed(Answer::refused(reason))
+                    .with_data(serde_json::json!({ "refused": "permission" }))
+                    .redacted(&redactor);
                 self.audit(
-                    msg,
+                    person,
                     env_name.as_deref(),
                     &text,
                     "denied",
@@ -287,14 +368,21 @@ impl Chat {
         } else {
             "allowed"
         };
-        let audit_id = self.audit(msg, env_name.as_deref(), &text, decision, None, &redactor);
+        let audit_id = self.audit(
+            person,
+            env_name.as_deref(),
+            &text,
+            decision,
+            None,
+            &redactor,
+        );
         let done = self
-            .carry_out(msg, &command, approval, audit_id, &redactor)
+            .carry_out(person, command, approval, audit_id, &redactor)
             .await;
         match done {
             Ok(Done::Job(follow)) => Reply::Job(follow),
             Ok(Done::Answer(answer)) => {
-                let answer = answer.redacted(&redactor);
+                let answer = self.scrubbed(answer).redacted(&redactor);
                 let outcome = match answer.tone {
                     Tone::Info => "ok".to_string(),
                     Tone::Refused => format!("refused: {}", first_line(&answer.text)),
@@ -304,7 +392,7 @@ impl Chat {
                 Reply::Answer(answer)
             }
             Err(e) => {
-                let answer = error_answer(e).redacted(&redactor);
+                let answer = self.scrubbed(error_answer(e)).redacted(&redactor);
                 let outcome = format!(
                     "{}: {}",
                     if answer.tone == Tone::Refused {
@@ -320,10 +408,62 @@ impl Chat {
         }
     }
 
+    /// An answer without server paths: marvin.yml's full path becomes its
+    /// file name, paths under the project's or the data directory relative
+    /// ones. People in a chat have no business with the server's file system.
+    fn scrubbed(&self, mut answer: Answer) -> Answer {
+        answer.text = self.scrub(&answer.text);
+        answer.block = answer.block.as_deref().map(|b| self.scrub(b));
+        answer
+    }
+
+    /// `text` without server paths (see [`Chat::scrubbed`]).
+    fn scrub(&self, text: &str) -> String {
+        let marvin = self.runtime.marvin();
+        let name_of = |p: &Path| {
+            p.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        };
+        let config = Path::new(&marvin.project.file);
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        for file in [config.to_path_buf(), marvin.config_path.clone()] {
+            let canonical = file.canonicalize().ok();
+            for f in std::iter::once(file).chain(canonical) {
+                if f.is_absolute() {
+                    pairs.push((f.display().to_string(), name_of(&f)));
+                    if let Some(dir) = f.parent().filter(|d| d.parent().is_some()) {
+                        pairs.push((format!("{}/", dir.display()), String::new()));
+                        pairs.push((dir.display().to_string(), ".".into()));
+                    }
+                }
+            }
+        }
+        let data = &marvin.data_dir;
+        for d in std::iter::once(data.clone()).chain(data.canonicalize().ok()) {
+            if d.is_absolute() && d.parent().is_some() {
+                pairs.push((d.display().to_string(), name_of(&d)));
+            }
+        }
+        // The longest first, so a directory does not cut a file's path in two.
+        pairs.sort_by_key(|(from, _)| std::cmp::Reverse(from.len()));
+        pairs
+            .iter()
+            .filter(|(from, _)| from.len() > 1)
+            .fold(text.to_string(), |t, (from, to)| t.replace(from, to))
+    }
+
     /// Who may: judged on the command's environment, or for a command
-    /// addressed to a job (`cancel #12`, `approve #12`), on the job's.
-    fn decide(&self, msg: &Message, command: &Command) -> Result<Decision, CommandError> {
+    /// addressed to a job (`cancel #12`, `approve #12`), on the job's. The
+    /// person who asked for a job may always cancel it.
+    fn decide(&self, person: &Person, command: &Command) -> Result<Decision, CommandError> {
         let project = &self.runtime.marvin().project;
+        if let Verb::Cancel { job } = &command.verb
+            && let Some(target) = self.cancel_target(command, *job)?.ok()
+            && target.who == person.identity
+        {
+            return Ok(Decision::Allow);
+        }
         let job_env = match &command.verb {
             Verb::Cancel { job: Some(id) } | Verb::Approve { job: id } => Some(self.job(*id)?.env),
             _ => None,
@@ -332,9 +472,10 @@ impl Chat {
             Some(name) => Some(project.environment(name)?),
             None => None,
         };
-        Ok(access::decide(
+        Ok(access::decide_as(
             project,
-            &msg.identity,
+            &person.identity,
+            person.role,
             env,
             &command.verb,
             None,
@@ -342,7 +483,7 @@ impl Chat {
     }
 
     /// A developer's `--force` on someone else's lock: the refusal names the holder.
-    fn forced_by_a_developer(&self, msg: &Message, command: &Command) -> Option<String> {
+    fn forced_by_a_developer(&self, person: &Person, command: &Command) -> Option<String> {
         let marvin = self.runtime.marvin();
         let env = marvin.project.environment(command.env.as_deref()?).ok()?;
         let now = self.runtime.now_ms();
@@ -351,7 +492,7 @@ impl Chat {
             .store()
             .current_lock(&marvin.project.name, &env.name, now)
             .ok()?;
-        commands::forced_by_a_developer(marvin, current, &msg.identity, &command.verb, now)
+        commands::forced_by_a_developer(marvin, current, &person.identity, &command.verb, now)
             .map(|e| e.to_string())
     }
 
@@ -373,7 +514,7 @@ impl Chat {
 
     async fn carry_out(
         &self,
-        msg: &Message,
+        person: &Person,
         command: &Command,
         approval: bool,
         audit_id: Option<i64>,
@@ -382,15 +523,18 @@ impl Chat {
         let marvin = self.runtime.marvin();
         let store = self.runtime.store();
         let now = self.runtime.now_ms();
-        let who = msg.identity.as_str();
+        let who = person.identity.as_str();
         if let Some(kind) = command.verb.job_kind() {
             let env = self.env(command)?.name.clone();
             return self
-                .submit(msg, &env, kind, approval, audit_id, redactor)
+                .submit(person, &env, kind, approval, audit_id, redactor)
                 .map(Done::Job);
         }
         let answer = match &command.verb {
-            Verb::Help { verb } => Answer::info(command::help_text(verb.as_deref())),
+            Verb::Help { verb } => Answer::info(command::help_text_as(
+                verb.as_deref(),
+                &person.bot_mention(),
+            )),
             Verb::Whoami => Answer::info(access::whoami_text(&marvin.project, who)),
             Verb::Envs => {
                 let block = envs_text(&self.runtime, now)?;
@@ -479,11 +623,13 @@ impl Chat {
                     ));
                     answer.mentions.push(previous.holder);
                 }
-                answer
+                answer.with_data(&granted.lock)
             }
             Verb::Unlock { force } => {
                 let env = self.env(command)?;
-                match commands::unlock(marvin, store, who, &env.name, *force, now)? {
+                let released = commands::unlock(marvin, store, who, &env.name, *force, now)?;
+                let data = serde_json::json!({ "released": &released });
+                match released {
                     Some(l) if l.holder != who => {
                         let mut a = Answer::info(format!(
                             "🔓 {} unlocked (it was held by {})",
@@ -495,6 +641,7 @@ impl Chat {
                     Some(_) => Answer::info(format!("🔓 {} unlocked", env.name)),
                     None => Answer::info(format!("{} was not locked", env.name)),
                 }
+                .with_data(data)
             }
             Verb::Cancel { job } => self.cancel(command, *job)?,
             Verb::Approve { job } => self.approve(who, *job, now)?,
@@ -505,19 +652,25 @@ impl Chat {
         Ok(Done::Answer(answer))
     }
 
-    fn cancel(&self, command: &Command, job: Option<JobId>) -> Result<Answer, CommandError> {
+    /// The job a `cancel` is about, or the answer when there is none.
+    fn cancel_target(
+        &self,
+        command: &Command,
+        job: Option<JobId>,
+    ) -> Result<Result<Job, Answer>, CommandError> {
         let store = self.runtime.store();
         let project = &self.runtime.marvin().project.name;
-        let target = match job {
+        Ok(match job {
             Some(id) => {
                 let j = self.job(id)?;
                 if j.state.is_finished() {
-                    return Ok(Answer::refused(format!(
+                    Err(Answer::refused(format!(
                         "job #{id} already {}",
                         j.state.as_str()
-                    )));
+                    )))
+                } else {
+                    Ok(j)
                 }
-                j
             }
             None => {
                 let env = self.env(command)?;
@@ -527,26 +680,33 @@ impl Chat {
                     .find(|j| j.state == JobState::Running)
                     .or(active.first())
                 {
-                    Some(j) => j.clone(),
-                    None => {
-                        return Ok(Answer::refused(format!(
-                            "nothing is queued or running in {}",
-                            env.name
-                        )));
-                    }
+                    Some(j) => Ok(j.clone()),
+                    None => Err(Answer::refused(format!(
+                        "nothing is queued or running in {}",
+                        env.name
+                    ))),
                 }
             }
+        })
+    }
+
+    fn cancel(&self, command: &Command, job: Option<JobId>) -> Result<Answer, CommandError> {
+        let target = match self.cancel_target(command, job)? {
+            Ok(j) => j,
+            Err(answer) => return Ok(answer),
         };
         if !self.runtime.cancel(target.id) {
             // Another process runs it: it reads the request within a second.
-            store.request_cancel(target.id, self.runtime.now_ms())?;
+            self.runtime
+                .store()
+                .request_cancel(target.id, self.runtime.now_ms())?;
         }
         Ok(Answer::info(format!(
-            "⏹ asked job #{} ({} {}) to stop",
+            "⏹ asked job #{} ({}) to stop",
             target.id,
-            target.verb,
-            target.args.join(" ")
-        )))
+            job_words(&target.verb, &target.args)
+        ))
+        .with_data(serde_json::json!({"job": target.id, "cancel_requested": true})))
     }
 
     fn approve(&self, who: &str, job: JobId, now: i64) -> Result<Answer, CommandError> {
@@ -564,9 +724,8 @@ impl Chat {
         let answer = match store.approve(job, who, now)? {
             ApproveOutcome::Approved(a) => {
                 let mut answer = Answer::info(format!(
-                    "👍 approved job #{job} ({} {} in {}, asked by {}); it starts when {} is free",
-                    target.verb,
-                    target.args.join(" "),
+                    "👍 approved job #{job} ({} in {}, asked by {}); it starts when {} is free",
+                    job_words(&target.verb, &target.args),
                     a.env,
                     a.requester,
                     a.env
@@ -636,15 +795,26 @@ impl Chat {
         });
         let chat = self.clone();
         let follow_redactor = Arc::clone(&redactor);
+        let summary = SummarySlot::default();
+        let slot = Arc::clone(&summary);
         tokio::spawn(async move {
-            chat.follow(header, progress, events, done, tx, None, follow_redactor)
-                .await
+            chat.follow(
+                header,
+                progress,
+                events,
+                done,
+                (tx, slot),
+                None,
+                follow_redactor,
+            )
+            .await
         });
         Ok(Follow {
             job: job.id,
             env: job.env,
             redactor,
             rx,
+            summary,
             first: true,
             done: false,
         })
@@ -653,7 +823,7 @@ impl Chat {
     /// The lock check, then submit, then follow.
     fn submit(
         &self,
-        msg: &Message,
+        person: &Person,
         env: &str,
         kind: JobKind,
         approval: bool,
@@ -664,7 +834,8 @@ impl Chat {
         let store = self.runtime.store();
         let now = self.runtime.now_ms();
         let lock = store.current_lock(&marvin.project.name, env, now)?;
-        if let BuildGate::Refused { message } = locks::may_build(lock.as_ref(), &msg.identity, now)
+        if let BuildGate::Refused { message } =
+            locks::may_build(lock.as_ref(), &person.identity, now)
         {
             return Err(CommandError::Locked {
                 lock: Box::new(lock.expect("a refusal names a lock")),
@@ -674,8 +845,8 @@ impl Chat {
         let request = JobRequest {
             env: env.to_string(),
             kind,
-            who: msg.identity.clone(),
-            origin: msg.channel.clone(),
+            who: person.identity.clone(),
+            origin: person.origin.clone(),
             trigger: "person".into(),
         };
         // Subscribe before submitting, so no event of the job is missed.
@@ -706,13 +877,15 @@ impl Chat {
         let chat = self.clone();
         let follow_redactor = Arc::clone(redactor);
         let done = Box::pin(handle.wait());
+        let summary = SummarySlot::default();
+        let slot = Arc::clone(&summary);
         tokio::spawn(async move {
             chat.follow(
                 header,
                 progress,
                 events,
                 done,
-                tx,
+                (tx, slot),
                 audit_id,
                 follow_redactor,
             )
@@ -723,6 +896,7 @@ impl Chat {
             env: job.env,
             redactor: Arc::clone(redactor),
             rx,
+            summary,
             first: true,
             done: false,
         })
@@ -737,7 +911,7 @@ impl Chat {
         mut progress: Progress,
         mut events: tokio::sync::broadcast::Receiver<crate::runtime::JobEvent>,
         done: std::pin::Pin<Box<dyn std::future::Future<Output = JobSummary> + Send>>,
-        tx: watch::Sender<Report>,
+        (tx, slot): (watch::Sender<Report>, SummarySlot),
         audit_id: Option<i64>,
         redactor: Arc<Redactor>,
     ) {
@@ -774,7 +948,8 @@ impl Chat {
         };
         // Secrets learned while the job ran (env files) are masked too.
         let redactor = self.runtime.redactor();
-        let report = Report::from_summary(&summary).redacted(&redactor);
+        let mut report = Report::from_summary(&summary).redacted(&redactor);
+        report.error = report.error.as_deref().map(|e| self.scrub(e));
         let outcome = format!(
             "job #{} {}",
             summary.job,
@@ -792,12 +967,13 @@ impl Chat {
         {
             tracing::warn!("cannot record the outcome of audit entry {id}: {e}");
         }
+        *slot.lock().expect("summary slot") = Some(summary);
         tx.send_replace(report);
     }
 
     fn audit(
         &self,
-        msg: &Message,
+        person: &Person,
         env: Option<&str>,
         command: &str,
         decision: &str,
@@ -805,8 +981,8 @@ impl Chat {
         redactor: &Redactor,
     ) -> Option<i64> {
         let entry = NewAuditEntry {
-            who: redactor.redact(&msg.identity).into_owned(),
-            origin: redactor.redact(&msg.channel).into_owned(),
+            who: redactor.redact(&person.identity).into_owned(),
+            origin: redactor.redact(&person.origin).into_owned(),
             project: self.runtime.marvin().project.name.clone(),
             env: env.map(str::to_owned),
             command: redactor.redact(command).into_owned(),
@@ -835,13 +1011,25 @@ impl Chat {
     }
 }
 
-/// The answer for a command that could not be carried out.
+/// The answer for a command that could not be carried out. Its `data` says
+/// what kind of refusal or failure it is (`{"refused": "locked", "lock": …}`),
+/// for front ends that raise typed errors (Python).
 fn error_answer(e: CommandError) -> Answer {
+    let kind = |k: &str| serde_json::json!({ "refused": k });
     match e {
-        CommandError::PermissionDenied(_) | CommandError::Locked { .. } => {
-            Answer::refused(e.to_string())
+        CommandError::PermissionDenied(_) => {
+            Answer::refused(e.to_string()).with_data(kind("permission"))
         }
-        CommandError::NotFound(_) | CommandError::BadInput(_) => Answer::refused(e.to_string()),
+        CommandError::Locked { ref lock, .. } => {
+            let data = serde_json::json!({ "refused": "locked", "lock": lock });
+            Answer::refused(e.to_string()).with_data(data)
+        }
+        CommandError::NotFound(_) => Answer::refused(e.to_string()).with_data(kind("not_found")),
+        CommandError::BadInput(_) => Answer::refused(e.to_string()).with_data(kind("bad_input")),
+        CommandError::Marvin(crate::marvin::MarvinError::Config(_)) => {
+            Answer::refused(e.to_string()).with_data(kind("config"))
+        }
+        CommandError::NoEngine => Answer::error(e.to_string()).with_data(kind("no_engine")),
         other => Answer::error(other.to_string()),
     }
 }
@@ -863,6 +1051,14 @@ fn clip(s: &str, max: usize) -> String {
         out.push('…');
         out
     }
+}
+
+/// A job's verb and arguments: `build`, `run migrate --fast`.
+fn job_words(verb: &str, args: &[String]) -> String {
+    std::iter::once(verb)
+        .chain(args.iter().map(String::as_str))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn first_line(s: &str) -> String {

@@ -1,4 +1,4 @@
-//! The command grammar every front end speaks (DESIGN.md §7):
+//! The command grammar every front end speaks (docs/commands.md):
 //!
 //! ```text
 //! @marvin [ENV] VERB [ARGS] [--flags]
@@ -821,7 +821,7 @@ pub fn parse(text: &str, ctx: &Context<'_>) -> Result<Command, ParseError> {
         }
         (None, None) if second_is_verb => {
             return Err(ParseError::UnknownEnv {
-                word: first.text.clone(),
+                word: code_safe(&first.text),
                 hint: suggest::hint(&first.text, ctx.project.environment_names()),
             });
         }
@@ -868,10 +868,15 @@ pub fn parse(text: &str, ctx: &Context<'_>) -> Result<Command, ParseError> {
 
 /// The help text: every verb, or one verb in detail.
 pub fn help_text(verb: Option<&str>) -> String {
+    help_text_as(verb, "@marvin")
+}
+
+/// [`help_text`] naming the bot as the front end knows it (`@shipit`).
+pub fn help_text_as(verb: Option<&str>, bot: &str) -> String {
     let mut out = String::new();
     match verb.and_then(verb_def) {
         None => {
-            out.push_str("Commands: @marvin [ENV] VERB [ARGS] [--flags]\n");
+            let _ = writeln!(out, "Commands: {bot} [ENV] VERB [ARGS] [--flags]");
             let rows: Vec<(String, &str)> = VERBS.iter().map(|v| (v.usage(), v.summary)).collect();
             let width = rows
                 .iter()
@@ -892,7 +897,7 @@ pub fn help_text(verb: Option<&str>) -> String {
                 EnvUse::Optional => "[ENV] ",
                 EnvUse::None => "",
             };
-            let _ = writeln!(out, "@marvin {env}{}", def.usage());
+            let _ = writeln!(out, "{bot} {env}{}", def.usage());
             let _ = writeln!(out, "  {}", capitalise(def.summary));
             for a in def.args {
                 let _ = writeln!(out, "  {:<14}{}", a.name, a.summary);
@@ -1086,6 +1091,12 @@ fn find_env(project: &Project, word: &Word) -> Option<String> {
     }
 }
 
+/// A person's word as shown inside a `code span` of a message: a backtick
+/// would end the span early (Slack has no escape for it), so it becomes `'`.
+pub fn code_safe(word: &str) -> String {
+    word.replace('`', "'")
+}
+
 fn unknown_verb(word: &str, project: &Project) -> ParseError {
     let verbs: Vec<&str> = VERBS.iter().map(|v| v.name).collect();
     let hint = if suggest::closest(word, verbs.iter().copied()).is_empty()
@@ -1099,7 +1110,7 @@ fn unknown_verb(word: &str, project: &Project) -> ParseError {
         suggest::hint(word, verbs.iter().copied())
     };
     ParseError::UnknownVerb {
-        word: word.to_string(),
+        word: code_safe(word),
         hint,
     }
 }
@@ -1181,7 +1192,7 @@ fn split_args(def: &'static VerbDef, words: Vec<Word>) -> Result<RawArgs, ParseE
             };
             return Err(ParseError::UnknownFlag {
                 verb: def.name,
-                flag: format!("--{name}"),
+                flag: code_safe(&format!("--{name}")),
                 hint,
                 usage: def.usage(),
             });
@@ -1214,7 +1225,7 @@ fn typed_verb(def: &'static VerbDef, raw: RawArgs, ctx: &Context<'_>) -> Result<
     if !takes_rest && raw.positionals.len() > def.args.len() {
         return Err(ParseError::UnexpectedArgument {
             verb: def.name,
-            word: raw.positionals[def.args.len()].text.clone(),
+            word: code_safe(&raw.positionals[def.args.len()].text),
             usage,
         });
     }
@@ -1260,7 +1271,7 @@ fn typed_verb(def: &'static VerbDef, raw: RawArgs, ctx: &Context<'_>) -> Result<
             if !ctx.project.tasks.contains_key(&task) {
                 return Err(ParseError::UnknownTask {
                     hint: suggest::hint(&task, ctx.project.tasks.keys().map(String::as_str)),
-                    name: task,
+                    name: code_safe(&task),
                 });
             }
             Verb::Run {
@@ -1354,7 +1365,7 @@ fn job_number(word: &str, strict: bool) -> Result<Option<JobId>, ParseError> {
         Ok(n) if n > 0 && digits.chars().all(|c| c.is_ascii_digit()) => Ok(Some(n)),
         _ => Err(ParseError::BadNumber {
             what: "job number",
-            value: word.to_string(),
+            value: code_safe(word),
             expected: "write it as `#42` or `42`".to_string(),
         }),
     }
@@ -1365,7 +1376,7 @@ fn bounded(word: &str, what: &'static str, max: usize) -> Result<usize, ParseErr
         Ok(n) if (1..=max).contains(&n) && word.chars().all(|c| c.is_ascii_digit()) => Ok(n),
         _ => Err(ParseError::BadNumber {
             what,
-            value: word.to_string(),
+            value: code_safe(word),
             expected: format!("a whole number from 1 to {max}"),
         }),
     }
@@ -1383,12 +1394,12 @@ fn service_name(word: &str, ctx: &Context<'_>) -> Result<String, ParseError> {
     if !is_service_name(word) {
         return Err(ParseError::BadName {
             what: "service",
-            value: word.to_string(),
+            value: code_safe(word),
         });
     }
     match &ctx.services {
         Some(known) if !known.iter().any(|s| s == word) => Err(ParseError::UnknownService {
-            name: word.to_string(),
+            name: code_safe(word),
             hint: suggest::hint(word, known.iter().map(String::as_str)),
         }),
         _ => Ok(word.to_string()),

@@ -98,7 +98,8 @@ pub struct SwarmServiceStatus {
 }
 
 /// The verb a job kind is asked with, for the permission check.
-fn verb_of(kind: &JobKind) -> Verb {
+/// The chat verb that starts a job of this kind.
+pub fn verb_of(kind: &JobKind) -> Verb {
     match kind {
         JobKind::Build { services, force } => Verb::Build {
             services: services.clone(),

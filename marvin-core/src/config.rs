@@ -1,4 +1,4 @@
-//! `marvin.yml`: the project's configuration (DESIGN.md §3).
+//! `marvin.yml`: the project's configuration (docs/marvin-yml.md).
 //!
 //! [`Project::parse`] reads the text into a typed, validated model. It is
 //! pure: the caller reads the file. Everything has a default; a minimal file
@@ -44,7 +44,7 @@ pub enum ConfigError {
     },
 }
 
-/// Who may do what (DESIGN.md §7). Ordered: viewer < developer < admin.
+/// Who may do what (docs/people.md). Ordered: viewer < developer < admin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, Hash)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
@@ -56,7 +56,7 @@ pub enum Role {
     Admin,
 }
 
-/// Which kind of engine an environment deploys to (DESIGN.md §6).
+/// Which kind of engine an environment deploys to (docs/swarm.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum EngineKind {
@@ -312,7 +312,7 @@ impl Environment {
     }
 }
 
-/// Whether a variable name looks like it holds a secret (DESIGN.md §7).
+/// Whether a variable name looks like it holds a secret (docs/secrets.md).
 pub fn looks_secret(name: &str) -> bool {
     let upper = name.to_ascii_uppercase();
     ["PASSWORD", "TOKEN", "SECRET", "KEY"]

@@ -1,5 +1,5 @@
 //! Desired state: each compose service of an environment turned into the
-//! exact container Marvin wants running (DESIGN.md §5). Pure: files the
+//! exact container Marvin wants running (docs/compose.md). Pure: files the
 //! caller read from the workspace come in as text.
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -1,4 +1,4 @@
-//! Build keys and deploy keys (DESIGN.md §2, §4): content digests that decide
+//! Build keys and deploy keys (ARCHITECTURE.md, `keys`): content digests that decide
 //! what is rebuilt and what is recreated.
 //!
 //! Both are SHA-256 over a canonical JSON encoding of their inputs (maps are
@@ -48,7 +48,7 @@ impl BuildKey {
     }
 }
 
-/// Everything a build key is made of (DESIGN.md §4 step 3).
+/// Everything a build key is made of (ARCHITECTURE.md, `keys`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BuildInputs {
     /// Git tree id of the context directory.

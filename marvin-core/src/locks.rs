@@ -1,4 +1,4 @@
-//! Lock decisions (DESIGN.md §7), pure: the current lock, who asks, their
+//! Lock decisions (docs/people.md), pure: the current lock, who asks, their
 //! role and the time in; what happens and what to say out. The store takes
 //! the lock atomically ([`crate::store::Store::lock`]); these functions
 //! decide what to ask of it and word the answers.

@@ -238,7 +238,7 @@ impl Marvin {
     }
 
     /// For a swarm environment: images the plan would build whose tags the
-    /// registry already holds are reused instead (DESIGN.md §6). Other
+    /// registry already holds are reused instead (docs/swarm.md). Other
     /// environments' plans are returned as they are.
     pub async fn reuse_from_registry(
         &self,

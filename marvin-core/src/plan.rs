@@ -1,5 +1,5 @@
 //! The plan, as plain data: which images to build or reuse, which containers
-//! to create, recreate, keep or remove (DESIGN.md §2 "Plan", §4, §5).
+//! to create, recreate, keep or remove (ARCHITECTURE.md, `plan`).
 //!
 //! Pure functions of what is wanted and what is observed; the executor
 //! carries a plan out, `marvin plan` prints one.

@@ -1,4 +1,4 @@
-//! Secrets never shown (DESIGN.md §7): every value of a variable listed in
+//! Secrets never shown (docs/secrets.md): every value of a variable listed in
 //! an environment's `secrets`, or named like a secret (`*_PASSWORD`,
 //! `*_TOKEN`, `*_SECRET`, `*_KEY`), is replaced by `***` in everything
 //! Marvin emits. Pure: values in, text out.

@@ -1,4 +1,4 @@
-//! What people read about a job (DESIGN.md §8), from one model to every
+//! What people read about a job (docs/commands.md), from one model to every
 //! front end's format. Pure: data in, text out.
 //!
 //! A [`Report`] is made from a finished job's [`JobSummary`], or while it
@@ -502,7 +502,7 @@ fn headline(r: &Report) -> Piece {
     }
 }
 
-/// The counts line: all of it when final (as DESIGN.md §8), what happened so far in progress.
+/// The counts line: all of it when final (as docs/commands.md shows), what happened so far in progress.
 fn counts(r: &Report) -> Option<String> {
     if r.verb == "run" {
         return None;
@@ -1212,6 +1212,7 @@ mod tests {
             text: text.into(),
             block: block.map(str::to_owned),
             mentions: mentions.iter().map(|m| m.to_string()).collect(),
+            data: None,
         }
     }
 

@@ -1,4 +1,4 @@
-//! What people read: plans and job summaries as plain text (DESIGN.md §8).
+//! What people read: plans and job summaries as plain text (docs/commands.md).
 //! Pure: data in, text out.
 
 use serde::Serialize;
@@ -145,7 +145,7 @@ pub fn deploy_word(a: DeployAction) -> &'static str {
     }
 }
 
-/// The final report of a job (DESIGN.md §8), as plain text:
+/// The final report of a job (docs/commands.md), as plain text:
 ///
 /// ```text
 /// ✅ develop build #42 succeeded in 1m32s — local:alice

@@ -1,6 +1,6 @@
 //! The runtime: turns a command into a persisted job, takes the environment's
 //! queue slot, carries out the plan through the ports, emits events and
-//! records the result (DESIGN.md §1 "runtime", §4, §5, §9).
+//! records the result (ARCHITECTURE.md, `runtime`).
 //!
 //! One job at a time per environment (others queue); different environments
 //! run in parallel. Builds are single-flight per build key and limited in
@@ -201,7 +201,7 @@ pub enum EventKind {
     },
 }
 
-/// The result of a job, for reports (DESIGN.md §8).
+/// The result of a job, for reports (docs/commands.md).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct JobSummary {
     /// Job id.
@@ -578,7 +578,7 @@ impl Runtime {
     }
 
     /// Persist a job on a protected environment that waits for an admin's
-    /// approval (DESIGN.md §7): the request is recorded with it, expiring
+    /// approval (docs/people.md): the request is recorded with it, expiring
     /// after [`crate::access::APPROVAL_TIMEOUT`]; the job takes its slot once
     /// an admin other than the requester approves (from any process), and
     /// fails at step `approval` if nobody does in time.

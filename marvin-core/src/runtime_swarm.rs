@@ -1,4 +1,4 @@
-//! The executor's swarm side (DESIGN.md §6): the same plan as for the single
+//! The executor's swarm side (docs/swarm.md): the same plan as for the single
 //! engine, carried out as swarm services. Images the registry already holds
 //! are pulled, not built; built images are pushed when the registry lacks
 //! them; changed services are created or updated (with the version index

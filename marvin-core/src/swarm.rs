@@ -1,4 +1,4 @@
-//! Docker Swarm, decided as data (DESIGN.md §6): the swarm service a desired
+//! Docker Swarm, decided as data (docs/swarm.md): the swarm service a desired
 //! container becomes, how it rolls out, and what the service and its tasks
 //! say about a rollout in progress. Pure: the engine's answers come in as
 //! [`ObservedSwarmService`] and [`ObservedTask`]; `engine::swarm` does the I/O.

@@ -1,4 +1,4 @@
-//! Automatic triggers at the edge (issue #5, DESIGN.md §2 "Trigger"): push
+//! Automatic triggers at the edge (issue #5, docs/webhooks.md): push
 //! webhooks, polling and schedules become jobs through
 //! [`Runtime::trigger`], which skips a locked environment.
 //!

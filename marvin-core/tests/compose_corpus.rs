@@ -1,4 +1,4 @@
-//! Every compose file of the shared corpus (real files from docker/awesome-compose)
+//! Every compose file of the corpus in `tests/corpus/compose` (real files from docker/awesome-compose)
 //! renders: parses, interpolates, validates against the compose schema and
 //! reads into the model.
 
@@ -8,10 +8,10 @@ use std::path::PathBuf;
 use marvin_core::compose;
 
 fn corpus_dir() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/compose");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/compose");
     assert!(
         dir.is_dir(),
-        "the compose corpus is missing: {} (expected beside the workspace)",
+        "the compose corpus is missing: {} (expected in marvin-core/tests/corpus/compose)",
         dir.display()
     );
     dir

@@ -16,10 +16,10 @@ use serde_json::Value;
 const DOCKER_COMPOSE: &str = "/usr/bin/docker-compose";
 
 fn corpus_dir() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/corpus/compose");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/corpus/compose");
     assert!(
         dir.is_dir(),
-        "the compose corpus is missing: {} (expected beside the workspace)",
+        "the compose corpus is missing: {} (expected in marvin-core/tests/corpus/compose)",
         dir.display()
     );
     dir

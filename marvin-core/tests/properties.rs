@@ -1,15 +1,15 @@
 //! Issue #7 item 2: property tests of three promises.
 //!
-//! 1. Secrets never shown (DESIGN.md §7, `redact.rs`): for any set of secret
+//! 1. Secrets never shown (docs/secrets.md, `redact.rs`): for any set of secret
 //!    values of at least [`MIN_SECRET_CHARS`] characters and any report or
 //!    answer that embeds them (raw, HTML/mrkdwn or JSON escaped, a line of a
 //!    multi-line value, cut by the renderer), no rendered output holds any
 //!    of the forms the redactor promises to cover.
-//! 2. Locks (DESIGN.md §7, `locks.rs`): through any sequence of lock, unlock,
+//! 2. Locks (docs/people.md, `locks.rs`): through any sequence of lock, unlock,
 //!    take-over and time passing by admins and developers, on a real store,
 //!    the store holds exactly the holder a simple model says (so at most one),
 //!    and every refusal while someone else holds the lock names that holder.
-//! 3. Build keys (DESIGN.md §4, `keys.rs`): the same services written with
+//! 3. Build keys (ARCHITECTURE.md, `keys.rs`): the same services written with
 //!    their compose keys in any order give the same keys; changing the
 //!    Dockerfile, a context file, a build arg value or the target changes
 //!    that service's key and no other.
@@ -306,6 +306,7 @@ proptest! {
             text,
             block: with_block.then(|| texts[3..].join("\n")),
             mentions: vec![format!("slack:{}", texts[4]), format!("telegram:{}", texts[5]), texts[6].clone()],
+            data: None,
         };
         let slack = render::answer_slack(&answer, &r);
         let mut outs = vec![slack.text];

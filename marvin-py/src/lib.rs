@@ -13,13 +13,15 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use marvin_core::chat::{Answer, Chat, Reply, Tone};
+use marvin_core::command::{Command, Verb};
 use marvin_core::commands::{self, CommandError};
 use marvin_core::config::ConfigError as CoreConfigError;
 use marvin_core::engine::{DockerEngine, Engine, EngineError, LABEL_PROJECT};
 use marvin_core::marvin::{DATA_DIR_ENV, Marvin, MarvinError as CoreMarvinError, PlanOptions};
 use marvin_core::report;
 use marvin_core::runtime::{
-    Clock, JobEvent, JobKind, JobRequest, JobSummary, Runtime, SubmitError, SystemClock,
+    Clock, JobEvent, JobKind, JobSummary, Runtime, SubmitError, SystemClock,
 };
 use marvin_core::store::{JobId, JobState, Lock, Store};
 use pyo3::exceptions::{PyException, PyValueError};
@@ -348,38 +350,80 @@ impl PyProject {
         Ok(self.runtime.get_or_init(|| made).clone())
     }
 
-    /// Check, persist and start a job; its events and summary arrive on the receiver.
+    /// The door every command of this identity goes through (origin
+    /// `python`): judged, lock-checked and audited like a chat message.
+    fn door(&self, py: Python<'_>, env: &str, verb: Verb) -> PyResult<(Runtime, Reply)> {
+        let runtime = self.job_runtime(py)?;
+        let chat = Chat::new(runtime.clone());
+        let person = chat.person(&self.identity, "python");
+        let env = self
+            .marvin
+            .project
+            .environment(env)
+            .map(|e| e.name.clone())
+            .unwrap_or_else(|_| env.to_string());
+        let command = Command {
+            env: Some(env),
+            verb,
+        };
+        let reply = py.detach(|| tokio_rt().block_on(chat.door(&person, &command)));
+        Ok((runtime, reply))
+    }
+
+    /// The exception for an answer that is not a success.
+    fn refusal(&self, env: &str, answer: &Answer) -> PyErr {
+        let text = answer.text.clone();
+        let data = answer.data.clone().unwrap_or(Value::Null);
+        match data["refused"].as_str() {
+            Some("permission") => PermissionDenied::new_err(text),
+            Some("locked") => match serde_json::from_value::<Lock>(data["lock"].clone()) {
+                Ok(lock) => locked_error(&lock, text),
+                Err(_) => MarvinError::new_err(text),
+            },
+            Some("not_found") => NotFound::new_err(text),
+            Some("config") => match self.marvin.project.environment(env) {
+                Err(e) => config_error(&e),
+                Ok(_) => MarvinError::new_err(text),
+            },
+            Some("no_engine") => EngineUnavailable::new_err(text),
+            _ => MarvinError::new_err(text),
+        }
+    }
+
+    /// A command answered at once: its data, or the exception of its refusal.
+    fn answered(&self, py: Python<'_>, env: &str, verb: Verb) -> PyResult<Value> {
+        match self.door(py, env, verb)?.1 {
+            Reply::Answer(a) if a.tone == Tone::Info => Ok(a.data.unwrap_or(Value::Null)),
+            Reply::Answer(a) => Err(self.refusal(env, &a)),
+            Reply::Ignored => Err(MarvinError::new_err("the command was ignored")),
+            Reply::Job(f) => Err(MarvinError::new_err(format!(
+                "internal error: job #{} started by a command that starts none",
+                f.job
+            ))),
+        }
+    }
+
+    /// Check, persist and start a job through the door; its events and
+    /// summary arrive on the receiver.
     fn start(
         &self,
         py: Python<'_>,
         env: &str,
         kind: JobKind,
     ) -> PyResult<(Runtime, JobId, mpsc::UnboundedReceiver<JobMessage>)> {
-        commands::check_job(
-            &self.marvin,
-            &self.store,
-            &self.identity,
-            env,
-            &kind,
-            now_ms(),
-        )
-        .map_err(command_error)?;
         let runtime = self.job_runtime(py)?;
         let _context = tokio_rt().enter();
+        // Subscribe before submitting, so no event of the job is missed.
         let mut events = runtime.subscribe();
-        let handle = runtime
-            .submit(JobRequest {
-                env: env.to_string(),
-                kind,
-                who: self.identity.clone(),
-                origin: "python".into(),
-                trigger: "person".into(),
-            })
-            .map_err(submit_error)?;
-        let id = handle.id;
+        let follow = match self.door(py, env, commands::verb_of(&kind))?.1 {
+            Reply::Job(follow) => follow,
+            Reply::Answer(a) => return Err(self.refusal(env, &a)),
+            Reply::Ignored => return Err(MarvinError::new_err("the command was ignored")),
+        };
+        let id = follow.job;
         let (tx, rx) = mpsc::unbounded_channel();
         tokio_rt().spawn(async move {
-            let wait = handle.wait();
+            let wait = follow.summary();
             tokio::pin!(wait);
             let forward = |event: JobEvent| {
                 if event.job == id {
@@ -803,40 +847,33 @@ impl PyProject {
             .map(|d| marvin_core::duration::parse(&d))
             .transpose()
             .map_err(PyValueError::new_err)?;
-        let lock = py
-            .detach(|| {
-                commands::lock(
-                    &self.marvin,
-                    &self.store,
-                    &self.identity,
-                    env,
-                    duration,
-                    &reason,
-                    force,
-                    now_ms(),
-                )
-            })
-            .map_err(command_error)?;
-        to_py_json(py, &lock)
+        let verb = Verb::Lock {
+            duration,
+            reason,
+            force,
+        };
+        let lock = self.answered(py, env, verb)?;
+        to_py(py, &lock).map(Bound::unbind)
     }
 
     /// Release `env`'s lock (`force`: an admin releasing someone else's).
     /// Returns the released lock as a dict, or None when there was none.
     #[pyo3(signature = (env, force=false))]
     fn unlock(&self, py: Python<'_>, env: &str, force: bool) -> PyResult<Py<PyAny>> {
-        let released = py
-            .detach(|| {
-                commands::unlock(
-                    &self.marvin,
-                    &self.store,
-                    &self.identity,
-                    env,
-                    force,
-                    now_ms(),
-                )
-            })
-            .map_err(command_error)?;
-        to_py_json(py, &released)
+        let data = self.answered(py, env, Verb::Unlock { force })?;
+        to_py(py, &data["released"]).map(Bound::unbind)
+    }
+
+    /// Ask `env`'s running job (or job `job`) to stop, as `marvin cancel`
+    /// does: the requester, admins, and developers on unprotected
+    /// environments may. Returns the job's number; the process running it
+    /// stops it within a second.
+    #[pyo3(signature = (env, job=None))]
+    fn cancel(&self, py: Python<'_>, env: &str, job: Option<JobId>) -> PyResult<JobId> {
+        let data = self.answered(py, env, Verb::Cancel { job })?;
+        data["job"]
+            .as_i64()
+            .ok_or_else(|| MarvinError::new_err("internal error: no job in the answer"))
     }
 
     /// Remove every container, network, volume and image labelled with this

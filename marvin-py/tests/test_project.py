@@ -293,3 +293,55 @@ def test_cancelling_the_awaiting_task_cancels_the_job(project):
         time.sleep(0.2)
     assert (job.verb, job.state) == ("run", "cancelled")
     assert task_containers_after_removal(project) == []
+
+
+def test_a_viewers_cancel_is_refused_the_requesters_is_not_and_both_are_audited(
+    project, demo_config, tmp_path, cli
+):
+    # eve is a viewer of the same project and store.
+    text = open(demo_config).read().replace(
+        "default_role: developer", "default_role: developer\n  viewers: [py:eve]"
+    )
+    config = tmp_path / "marvin.yml"
+    config.write_text(text)
+    eve = marvin.Project.load(config, identity="eve", data_dir=project.data_dir)
+    outcome = []
+    worker = threading.Thread(
+        target=lambda: outcome.append(_caught(lambda: project.run_task("dev", "nap")))
+    )
+    worker.start()
+    try:
+        deadline = time.monotonic() + 60
+        while (job := project.history("dev", 1)[0]).state != "running" or job.verb != "run":
+            assert time.monotonic() < deadline, "the task never started"
+            time.sleep(0.1)
+        with pytest.raises(marvin.PermissionDenied, match=r"viewer"):
+            eve.cancel("dev")
+        with pytest.raises(marvin.PermissionDenied, match=r"viewer"):
+            eve.cancel("dev", job.id)
+        assert project.history("dev", 1)[0].state == "running", "the job goes on"
+        assert project.cancel("dev", job.id) == job.id, "the requester may cancel"
+    finally:
+        worker.join(60)
+    assert len(outcome) == 1 and isinstance(outcome[0], marvin.JobCancelled), outcome
+    assert task_containers_after_removal(project) == [], "the task's container was removed"
+    audit = json.loads(
+        subprocess.run(
+            [cli, "audit", "--json", "-n", "20", "--config", str(demo_config), "--data-dir", str(project.data_dir)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    )
+    rows = [(e["who"], e["origin"], e["command"], e["decision"]) for e in audit]
+    assert ("py:tester", "python", "dev run nap", "allowed") in rows, rows
+    assert ("py:eve", "python", "dev cancel", "denied") in rows, rows
+    assert ("py:eve", "python", f"dev cancel #{job.id}", "denied") in rows, rows
+    assert ("py:tester", "python", f"dev cancel #{job.id}", "allowed") in rows, rows
+
+
+def _caught(call):
+    try:
+        return call()
+    except marvin.MarvinError as e:
+        return e

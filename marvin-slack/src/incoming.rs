@@ -12,6 +12,8 @@ pub struct BotIdentity {
     pub user_id: String,
     /// The bot's id (`B…`), when Slack gave one.
     pub bot_id: Option<String>,
+    /// The bot user's name, when Slack gave one: `help` names it.
+    pub name: Option<String>,
 }
 
 /// A command addressed to Marvin.
@@ -121,6 +123,7 @@ mod tests {
         BotIdentity {
             user_id: "UBOT".into(),
             bot_id: Some("BBOT".into()),
+            name: Some("shipit".into()),
         }
     }
 

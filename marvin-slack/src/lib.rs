@@ -194,6 +194,7 @@ async fn who_am_i(
     Ok(BotIdentity {
         user_id: me.user_id.0,
         bot_id: me.bot_id.map(|b| b.0),
+        name: me.user,
     })
 }
 

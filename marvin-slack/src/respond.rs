@@ -93,7 +93,7 @@ impl Responder {
             identity: command.identity(),
             channel: command.chat_channel(),
             text: command.text.clone(),
-            bot: None,
+            bot: self.bot.name.clone(),
         };
         match self.chat.handle(&message).await {
             Reply::Ignored => {}
@@ -233,6 +233,7 @@ fn failure_log(report: &Report) -> Answer {
         },
         block: (!report.last_lines.is_empty()).then(|| report.last_lines.join("\n")),
         mentions: Vec::new(),
+        data: None,
     }
 }
 
@@ -254,6 +255,7 @@ impl marvin_core::channels::Poster for SlackPoster {
             text: text.to_string(),
             block: None,
             mentions: Vec::new(),
+            data: None,
         };
         let msg = render::answer_slack(&answer, &self.responder.chat.runtime().redactor());
         match self.responder.post(channel, None, &msg).await {

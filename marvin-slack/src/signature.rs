@@ -1,4 +1,4 @@
-//! Verifying that an Events API request comes from Slack (DESIGN.md §7):
+//! Verifying that an Events API request comes from Slack (SECURITY.md):
 //! `X-Slack-Signature` must be `v0=` + hex HMAC-SHA256 of
 //! `v0:{X-Slack-Request-Timestamp}:{raw body}` under the signing secret,
 //! compared in constant time, and the timestamp must be within five minutes

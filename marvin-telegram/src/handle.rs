@@ -257,6 +257,7 @@ impl marvin_core::channels::Poster for TelegramPoster {
             text: text.to_string(),
             block: None,
             mentions: Vec::new(),
+            data: None,
         };
         let html = render::answer_telegram_html(&answer, &self.chat.runtime().redactor());
         post.send(&html)

@@ -1,4 +1,4 @@
-//! The one-button web page (issue #5, DESIGN.md §8): per environment one
+//! The one-button web page (issue #5, docs/commands.md): per environment one
 //! button that builds, its live state and its last result; nothing else on
 //! the page changes anything.
 //!

@@ -1,6 +1,6 @@
 //! The chat dispatcher end to end, on the real Docker engine, real git repos
-//! and a real SQLite store: what every chat front end gets (DESIGN.md §7–§8,
-//! issue #4). The Slack and Telegram adapters add only their wire formats.
+//! and a real SQLite store: what every chat front end gets (docs/commands.md,
+//! docs/people.md, issue #4). The Slack and Telegram adapters add only their wire formats.
 
 mod common_e2e;
 
@@ -544,4 +544,80 @@ async fn a_secret_in_an_env_file_reaches_no_message_log_or_audit_entry() {
         all_text.contains("PLAIN=visible"),
         "other values stay readable"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_hide_server_paths_keep_code_spans_name_the_bot_and_cancel_follows_the_rules() {
+    use marvin_core::command::{Command, Verb};
+    let fx = Fixture::new("chat-wording", options()).await;
+    let chat = Chat::new(fx.runtime());
+    let root = fx.root.display().to_string();
+    let no_path = |a: &Answer| {
+        let all = format!("{}\n{}", a.text, a.block.as_deref().unwrap_or(""));
+        assert!(!all.contains(&root), "a server path in {all:?}");
+    };
+
+    // A viewer's refusal names marvin.yml, not where it is on the server.
+    let viewer = answer(say(&chat, "slack:UVIEWER", "dev build").await);
+    assert_eq!(viewer.tone, Tone::Refused);
+    assert!(viewer.text.contains("marvin.yml"), "{}", viewer.text);
+    no_path(&viewer);
+    // Nor does a configuration error reached through the door.
+    let person = chat.person("slack:UDEV", "slack:CRANDOM");
+    let unknown = Command {
+        env: Some("nosuch".into()),
+        verb: Verb::Status,
+    };
+    let unknown = answer(chat.door(&person, &unknown).await);
+    assert!(unknown.text.contains("nosuch"), "{}", unknown.text);
+    no_path(&unknown);
+
+    // A person's backtick cannot end a code span early.
+    for text in [
+        "dev biuld`x",
+        "dev build --forc`e",
+        "dev run no`task",
+        "d`v build",
+    ] {
+        let a = answer(say(&chat, "slack:UDEV", text).await);
+        let slack = render::answer_slack(&a, &chat.runtime().redactor());
+        for line in slack.text.lines() {
+            assert_eq!(line.matches('`').count() % 2, 0, "{text:?} → {line:?}");
+        }
+    }
+
+    // `help` names the bot as the front end knows it.
+    let mut help = msg("slack:UDEV", "slack:CRANDOM", "help");
+    help.bot = Some("shipit".into());
+    let help = answer(chat.handle(&help).await);
+    assert!(help.text.contains("@shipit [ENV] VERB"), "{}", help.text);
+    assert!(!help.text.contains("@marvin"), "{}", help.text);
+    let mut unknown = msg("slack:UDEV", "slack:CRANDOM", "dev biuld");
+    unknown.bot = Some("shipit".into());
+    let unknown = answer(chat.handle(&unknown).await);
+    assert!(unknown.text.contains("`@shipit help`"), "{}", unknown.text);
+
+    // A developer's build of a protected environment waits; a viewer and
+    // another developer may not cancel it, the requester may.
+    let follow = job(say(&chat, "slack:UDEV", "staging build").await);
+    let id = follow.job;
+    for who in ["slack:UVIEWER", "slack:UDEV2"] {
+        let no = answer(say(&chat, who, &format!("cancel #{id}")).await);
+        assert_eq!(no.tone, Tone::Refused, "{who}: {no:?}");
+        let no = answer(say(&chat, who, "staging cancel").await);
+        assert_eq!(no.tone, Tone::Refused, "{who}: {no:?}");
+    }
+    let yes = answer(say(&chat, "slack:UADMIN", &format!("approve #{id}")).await);
+    assert_eq!(yes.tone, Tone::Info, "{yes:?}");
+    assert!(yes.text.contains("(build in staging,"), "{}", yes.text);
+    assert!(!yes.text.contains("  "), "{:?}", yes.text);
+    let stop = answer(say(&chat, "slack:UDEV", &format!("cancel #{id}")).await);
+    assert_eq!(stop.tone, Tone::Info, "{stop:?}");
+    assert!(
+        !stop.text.contains("  ") && !stop.text.contains(" )"),
+        "{:?}",
+        stop.text
+    );
+    let last = reports(follow).await.pop().unwrap();
+    assert_eq!(last.state, JobState::Cancelled, "{last:?}");
 }

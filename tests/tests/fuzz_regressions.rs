@@ -122,6 +122,7 @@ fn the_seeds_reach_the_parsers_behind_the_signature_checks() {
     let bot = marvin_slack::incoming::BotIdentity {
         user_id: "UBOT".into(),
         bot_id: None,
+        name: None,
     };
     let incoming = marvin_slack::incoming::command_of(&callback.event, &bot).expect("a command");
     assert_eq!(incoming.text, "dev build --service api & more");

@@ -351,12 +351,16 @@ async fn polling_picks_up_a_pushed_commit_within_two_intervals() {
         let stop = stop.clone();
         tokio::spawn(async move { hub.run(stop).await })
     };
-    // The first look is a baseline, not a change.
-    tokio::time::sleep(Duration::from_millis(2_500)).await;
-    assert!(
-        notices.try_recv().is_err(),
-        "the first poll only takes a baseline"
-    );
+    // The first look is a baseline, not a change. The sentinel: the mirror
+    // the first poll fetched into place (its tips, read from the mirror, are
+    // the baseline, whenever the commit below lands). A baseline taken for a
+    // change would show as a second job below.
+    let mirror = fx.data.join("repos/backend.git");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !mirror.join("HEAD").exists() {
+        assert!(Instant::now() < deadline, "the first poll never fetched");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(jobs(&fx).is_empty());
 
     fx.commit(
@@ -387,6 +391,7 @@ async fn polling_picks_up_a_pushed_commit_within_two_intervals() {
     );
     eprintln!("poll picked the commit up after {took:?}");
     let done = settle(&fx, 1).await;
+    assert_eq!(done.len(), 1, "the baseline started nothing: {done:#?}");
     assert_eq!(done[0].trigger, "poll");
     stop.cancel();
     running.await.unwrap();

@@ -297,17 +297,45 @@ async fn events_api_verifies_signatures_and_starts_a_retried_event_once() {
                 .any(|c| is_final_update(c, "succeeded") || is_final_update(c, "failed"))
         })
         .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The sentinel: a later event, answered only after the retry was taken
+    // in (a retry taken for a new command would be audited and answered too).
+    let later = event_callback("EvLater", mention("U1", "C1", "<@UBOT> whoami")).to_string();
+    let (status, _) = post_event(
+        addr,
+        &later,
+        &signed_headers(SIGNING_SECRET, unix_now(), &later),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let whoami = |c: &ApiCall| c.method == "chat.postMessage" && shown(c).contains("You are");
+    bot.fake
+        .wait_for("the answer to the later event", JOB_WAIT, |calls| {
+            calls.iter().any(whoami)
+        })
+        .await;
     let jobs = store(&fx).jobs(&fx.project, None, 10).expect("list jobs");
     assert_eq!(
         jobs.len(),
         1,
         "one job for an event and its retry: {jobs:?}"
     );
+    let audited = store(&fx)
+        .audit_log(&fx.project, 10)
+        .expect("the audit log");
+    assert_eq!(
+        audited.iter().filter(|e| e.command.contains("nap")).count(),
+        1,
+        "the retry reached the dispatcher: {audited:#?}"
+    );
     assert_eq!(jobs[0].state, JobState::Succeeded, "{:?}", jobs[0]);
     assert_eq!(jobs[0].who, "slack:U1");
     assert_eq!(jobs[0].origin, "slack:C1");
-    assert_eq!(bot.fake.calls_of("chat.postMessage").len(), 1);
+    let posted = bot.fake.calls_of("chat.postMessage");
+    assert_eq!(
+        posted.iter().filter(|c| !whoami(c)).count(),
+        1,
+        "{posted:#?}"
+    );
     bot.stop().await;
 }
 

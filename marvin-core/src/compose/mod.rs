@@ -1,4 +1,4 @@
-//! Compose templates (DESIGN.md §2): from the text of a compose file to a
+//! Compose templates (docs/compose.md): from the text of a compose file to a
 //! typed, validated [`ComposeFile`].
 //!
 //! [`render`] runs the steps in order; each is public for tests and other uses:

@@ -113,7 +113,7 @@ pub struct Healthcheck {
     pub disable: bool,
 }
 
-/// Marvin's size classes (DESIGN.md §5).
+/// Marvin's size classes (docs/compose.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 pub enum Size {
     /// 0.125 CPU, 256 MiB.

@@ -1,7 +1,7 @@
 //! The container engine port: what Marvin asks of Docker.
 //!
 //! The port executes; it decides nothing (the planner decides). Everything it
-//! creates carries the labels of DESIGN.md §5. The real implementation is
+//! creates carries the `LABEL_*` labels below. The real implementation is
 //! `DockerEngine` (bollard; the local socket or `DOCKER_HOST`).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -23,7 +23,7 @@ pub const LABEL_PROJECT: &str = "io.marvin.project";
 pub const LABEL_ENV: &str = "io.marvin.env";
 /// Label: the compose service.
 pub const LABEL_SERVICE: &str = "io.marvin.service";
-/// Label: the deploy key of a container (DESIGN.md §2).
+/// Label: the deploy key of a container (ARCHITECTURE.md, `keys`).
 pub const LABEL_DEPLOY_KEY: &str = "io.marvin.deploy-key";
 /// Label: the full build key of an image, or of the image a container runs.
 pub const LABEL_BUILD_KEY: &str = "io.marvin.build-key";
@@ -246,7 +246,7 @@ pub enum EngineError {
     Api(String),
 }
 
-/// The container engine (DESIGN.md §6). One real implementation: bollard.
+/// The container engine (ARCHITECTURE.md, `engine/`). One real implementation: bollard.
 ///
 /// Log sinks are spelled `dyn for<'line> Fn(&'line str)`: with the elided
 /// `Fn(&str)`, `async_trait` pins the `&str` to one lifetime and lines made

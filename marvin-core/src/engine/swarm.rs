@@ -1,4 +1,4 @@
-//! The Docker Swarm side of the engine port (DESIGN.md §6): services on an
+//! The Docker Swarm side of the engine port (docs/swarm.md): services on an
 //! overlay network, their tasks, and the registry the nodes pull from. The
 //! port executes; what a service should be and what a rollout's state means
 //! are decided in [`crate::swarm`]. Implemented for [`DockerEngine`] through

@@ -1,5 +1,5 @@
 //! The audit trail (every command, allowed or denied) and approvals for
-//! protected environments (DESIGN.md §7).
+//! protected environments (docs/people.md).
 
 use rusqlite::{Connection, OptionalExtension, params};
 

@@ -1,4 +1,4 @@
-//! Environment locks (DESIGN.md §7): one row per environment, decided in
+//! Environment locks (docs/people.md): one row per environment, decided in
 //! one IMMEDIATE transaction so two callers never both take it.
 
 use rusqlite::{Connection, OptionalExtension, params};

@@ -1,5 +1,5 @@
 //! The state port: jobs, events, logs, deployments, locks, audit and
-//! approvals in one SQLite file, `<data_dir>/marvin.db` (DESIGN.md §9).
+//! approvals in one SQLite file, `<data_dir>/marvin.db` (ARCHITECTURE.md, `store/`).
 //!
 //! [`Store`] is blocking (rusqlite); async callers use
 //! `tokio::task::spawn_blocking`. Every method takes plain data and returns

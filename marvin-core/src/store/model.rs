@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 /// A job's number, as people see it (`build #42`). Never reused.
 pub type JobId = i64;
 
-/// Where a job is in its life (DESIGN.md §2).
+/// Where a job is in its life (ARCHITECTURE.md, `store/`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
@@ -194,7 +194,7 @@ pub struct DeployedService {
     pub spec: serde_json::Value,
 }
 
-/// A reservation of an environment (DESIGN.md §7).
+/// A reservation of an environment (docs/people.md).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lock {
     /// Project name.

@@ -505,6 +505,15 @@ class Project:
         released = self._native.unlock(env, force)
         return Lock(released) if released else None
 
+    def cancel(self, env: str, job: Optional[int] = None) -> int:
+        """Ask ``env``'s running job (or job ``job``) to stop; returns its number.
+
+        The requester, admins, and developers on unprotected environments may;
+        anyone else gets :class:`PermissionDenied` and the job goes on. The
+        process running the job stops it within a second.
+        """
+        return self._native.cancel(env, job)
+
     def remove_engine_objects(self) -> None:
         """Remove every container, network, volume and image labelled with this project."""
         self._native.remove_engine_objects()

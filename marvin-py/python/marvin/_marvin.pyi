@@ -123,6 +123,8 @@ class Project:
         """Take or renew the environment's lock."""
     def unlock(self, env: str, force: bool = False) -> Optional[dict[str, Any]]:
         """Release the environment's lock."""
+    def cancel(self, env: str, job: Optional[int] = None) -> int:
+        """Ask a running job to stop; its number."""
     def remove_engine_objects(self) -> None:
         """Remove every engine object labelled with this project."""
 
