@@ -995,6 +995,9 @@ impl Runtime {
             let _ = env;
             self.learn_secrets(ctx, &pairs);
         }
+        for warning in &plan.warnings {
+            ctx.log("marvin", &format!("warning: {warning}"));
+        }
         let c = plan.counts();
         ctx.log(
             "marvin",
@@ -1961,6 +1964,7 @@ impl Runtime {
             deploy,
             only: Vec::new(),
             assumed_empty_engine: false,
+            warnings: Vec::new(),
             build_specs: BTreeMap::new(),
             desired: desired.clone(),
             waves: crate::plan::deploy_waves(&depends).unwrap_or_default(),

@@ -26,6 +26,10 @@ pub struct ComposeFile {
     pub networks: BTreeMap<String, Value>,
     /// Things that worked but deserve a look (unset variables that became "").
     pub warnings: Vec<String>,
+    /// The text the model was read from (after `{{ }}` templating), to
+    /// place later problems at their line with [`super::locate`].
+    #[serde(skip)]
+    pub source: String,
 }
 
 /// One service.
@@ -203,6 +207,7 @@ pub fn model(
         volumes: reader.named(doc.get("volumes"), &root.key("volumes"))?,
         networks: reader.named(doc.get("networks"), &root.key("networks"))?,
         warnings: Vec::new(),
+        source: String::new(),
     })
 }
 
