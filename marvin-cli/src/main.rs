@@ -277,6 +277,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) if json => {
             println!("{:#}", error_json(&e));
+            eprintln!("marvin: {e:#}");
             ExitCode::FAILURE
         }
         Err(e) => {

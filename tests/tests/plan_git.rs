@@ -1204,3 +1204,48 @@ fn privileged_host_network_pid_and_capabilities_from_a_branch_are_never_applied(
     }
     assert!(api.spec.network.ends_with("-dev"), "{}", api.spec.network);
 }
+
+#[test]
+fn the_env_file_beside_the_compose_file_feeds_interpolation_below_the_vars() {
+    let talk = TalkProject::new();
+    talk.backend.write(
+        "docker-compose.yml",
+        &TALK_COMPOSE.replace(
+            "LOG_LEVEL: ${LOG_LEVEL:-warn}",
+            "LOG_LEVEL: ${LOG_LEVEL:-warn}\n      REGION: ${REGION}\n      TIER: ${TIER}\n      MISSING: ${NOT_SET_ANYWHERE}",
+        ),
+    );
+    // `.env` says LOG_LEVEL too, but the environment's `vars` win.
+    talk.backend.write(
+        ".env",
+        "# from git\nREGION=eu-west\nTIER='gold'\nLOG_LEVEL=trace\n",
+    );
+    talk.backend.commit_and_push(".env beside the compose file");
+    let plan = talk.plan_ok("dev");
+    let api = plan
+        .desired
+        .iter()
+        .find(|d| d.service == "api")
+        .expect("api is planned");
+    let env: std::collections::BTreeMap<&str, &str> = api
+        .spec
+        .env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(env["REGION"], "eu-west");
+    assert_eq!(env["TIER"], "gold");
+    assert_eq!(env["LOG_LEVEL"], "debug", "marvin.yml's vars win over .env");
+    assert_eq!(env["MISSING"], "");
+    assert_eq!(
+        plan.warnings,
+        vec![
+            "docker-compose.yml: services.api.environment.MISSING: variable `NOT_SET_ANYWHERE` is not set; using an empty string"
+        ]
+    );
+    let text = marvin_core::report::plan_text(&plan);
+    assert!(
+        text.contains("warning: docker-compose.yml: services.api.environment.MISSING: variable `NOT_SET_ANYWHERE` is not set"),
+        "{text}"
+    );
+}
