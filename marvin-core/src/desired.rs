@@ -284,6 +284,40 @@ pub fn engine_expose(text: &str) -> Result<String, String> {
     })
 }
 
+/// The powerful fields a container's options use: (the `allow_powerful`
+/// name, the field as written).
+pub fn powerful_fields(o: &crate::engine::ContainerOptions) -> Vec<(&'static str, String)> {
+    let mut used = Vec::new();
+    if !o.cap_add.is_empty() {
+        used.push(("cap_add", format!("cap_add: [{}]", o.cap_add.join(", "))));
+    }
+    if o.privileged {
+        used.push(("privileged", "privileged: true".to_string()));
+    }
+    if !o.devices.is_empty() {
+        used.push(("devices", format!("devices: [{}]", o.devices.join(", "))));
+    }
+    if o.pid.as_deref() == Some("host") {
+        used.push(("pid", "pid: host".to_string()));
+    }
+    if o.ipc.as_deref() == Some("host") {
+        used.push(("ipc", "ipc: host".to_string()));
+    }
+    if o.host_network {
+        used.push(("network_mode", "network_mode: host".to_string()));
+    }
+    if let Some(r) = &o.runtime {
+        used.push(("runtime", format!("runtime: {r}")));
+    }
+    if !o.security_opt.is_empty() {
+        used.push((
+            "security_opt",
+            format!("security_opt: [{}]", o.security_opt.join(", ")),
+        ));
+    }
+    used
+}
+
 /// Whether an environment lets its containers bind-mount `source` from the
 /// host: only paths under one of its `allow_host_paths`. The compose file
 /// comes from a branch anyone with push access can change, and a host path
@@ -510,6 +544,48 @@ fn containers(
             }
             _ => None,
         };
+        for field in &service.unapplied {
+            fail(
+                field.split(':').next().unwrap_or(field).to_string(),
+                format!(
+                    "`{field}` is not applied by Marvin; remove it from the service (docs/compose.md lists the fields Marvin applies)"
+                ),
+            );
+        }
+        let mut options = service.options.clone();
+        for t in &service.tmpfs {
+            let (path, opts) = t.split_once(':').unwrap_or((t, ""));
+            options.tmpfs.insert(path.to_string(), opts.to_string());
+        }
+        for (field, written) in powerful_fields(&options) {
+            if !input.env.allow_powerful.iter().any(|a| a == field) {
+                fail(
+                    field.to_string(),
+                    format!(
+                        "`{written}` gives the container power over the host, and {env} does not allow it: a compose file from any branch could use it; if {env} should, add it in marvin.yml: `environments.{env}.allow_powerful: [{field}]`",
+                        env = env_name
+                    ),
+                );
+            }
+        }
+        if let Some(ipc) = options
+            .ipc
+            .as_deref()
+            .filter(|i| !matches!(*i, "host" | "private" | "shareable" | "none"))
+        {
+            fail(
+                "ipc".into(),
+                format!(
+                    "`ipc: {ipc}` is not applied by Marvin (only `private`, `shareable`, `none`, or `host` when allowed)"
+                ),
+            );
+        }
+        if let Some(pid) = options.pid.as_deref().filter(|p| *p != "host") {
+            fail(
+                "pid".into(),
+                format!("`pid: {pid}` is not applied by Marvin (only `host`, when allowed)"),
+            );
+        }
         if failed {
             continue;
         }
@@ -541,11 +617,16 @@ fn containers(
             restart: service.restart.clone(),
             working_dir: service.working_dir.clone(),
             user: service.user.clone(),
-            nano_cpus: service.size.map(|s| (s.cpus() * 1e9) as i64),
-            memory_bytes: service.size.map(|s| s.memory_bytes() as i64),
+            // An explicit limit (`cpus`, `mem_limit`, `deploy.resources.limits`) wins over `size`.
+            nano_cpus: service
+                .nano_cpus
+                .or(service.size.map(|s| (s.cpus() * 1e9) as i64)),
+            memory_bytes: service
+                .memory_limit
+                .or(service.size.map(|s| s.memory_bytes() as i64)),
             replicas: (input.env.engine == EngineKind::Swarm)
                 .then(|| service.replicas.unwrap_or(1)),
-            options: Default::default(),
+            options,
         };
         let key = deploy_key(&spec, image.key.as_ref());
         spec.labels.insert(LABEL_DEPLOY_KEY.into(), key.0.clone());

@@ -112,3 +112,120 @@ async fn protocol_hints_build_twice_and_an_odd_container_does_not_break_plan() {
         assert_eq!(after[service], before[service], "{service} is kept");
     }
 }
+
+/// Every applied service field reaches the container: `docker inspect`
+/// shows it. One container carries them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn applied_fields_show_in_docker_inspect() {
+    let fx = Fixture::new("fields", Options::default()).await;
+    let compose = COMPOSE.replace(
+        "    build: ./fe/docs\n",
+        r#"    build: ./fe/docs
+    container_name: my-docs
+    stop_signal: SIGUSR1
+    stop_grace_period: 7s
+    init: true
+    tty: true
+    stdin_open: true
+    user: "0:0"
+    working_dir: /www
+    entrypoint: ["httpd"]
+    command: ["-f", "-p", "8080", "-h", "/www"]
+    hostname: docs-host
+    extra_hosts: ["somehost:10.1.2.3", "other=10.1.2.4"]
+    dns: [10.0.0.53]
+    shm_size: 32m
+    tmpfs: ["/scratch:size=1m"]
+    ulimits:
+      nofile: { soft: 1024, hard: 2048 }
+      nproc: 512
+    sysctls: { net.ipv4.tcp_syncookies: "1" }
+    read_only: true
+    cap_drop: [NET_RAW]
+    deploy:
+      resources:
+        limits: { memory: 96m, cpus: "0.75", pids: 100 }
+        reservations: { memory: 32m, cpus: "0.5" }
+    logging:
+      driver: json-file
+      options: { max-size: 1m }
+    labels: { team: docs }
+"#,
+    );
+    assert_ne!(compose, COMPOSE);
+    fx.commit(
+        "backend",
+        &[("docker-compose.yml", Some(&compose))],
+        "docs with every applied field",
+    );
+    let rt = fx.runtime();
+    let first = job(&rt, build("dev")).await;
+    assert_succeeded(&rt, &first);
+    let log = common_e2e::log_text(&rt, first.job);
+    assert!(
+        log.contains("container_name `my-docs` is ignored"),
+        "the ignored container_name is a warning in the job log:\n{log}"
+    );
+    let docs = fx.services("dev").await.remove("docs").expect("docs runs");
+    assert_eq!(docs.name, fx.container_name("dev", "docs"));
+    let inspect = |format: &str| {
+        let out = std::process::Command::new("docker")
+            .args(["inspect", "-f", format, &docs.id])
+            .output()
+            .expect("docker inspect runs");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let expected = [
+        ("{{.Config.StopSignal}}", "SIGUSR1"),
+        ("{{.Config.StopTimeout}}", "7"),
+        ("{{.HostConfig.Init}}", "true"),
+        ("{{.Config.Tty}}", "true"),
+        ("{{.Config.OpenStdin}}", "true"),
+        ("{{.Config.User}}", "0:0"),
+        ("{{.Config.WorkingDir}}", "/www"),
+        ("{{json .Config.Entrypoint}}", "[\"httpd\"]"),
+        (
+            "{{json .Config.Cmd}}",
+            "[\"-f\",\"-p\",\"8080\",\"-h\",\"/www\"]",
+        ),
+        ("{{.Config.Hostname}}", "docs-host"),
+        (
+            "{{json .HostConfig.ExtraHosts}}",
+            "[\"somehost:10.1.2.3\",\"other:10.1.2.4\"]",
+        ),
+        ("{{json .HostConfig.Dns}}", "[\"10.0.0.53\"]"),
+        ("{{.HostConfig.ShmSize}}", "33554432"),
+        ("{{json .HostConfig.Tmpfs}}", "{\"/scratch\":\"size=1m\"}"),
+        (
+            "{{json .HostConfig.Ulimits}}",
+            "[{\"Name\":\"nofile\",\"Hard\":2048,\"Soft\":1024},{\"Name\":\"nproc\",\"Hard\":512,\"Soft\":512}]",
+        ),
+        (
+            "{{json .HostConfig.Sysctls}}",
+            "{\"net.ipv4.tcp_syncookies\":\"1\"}",
+        ),
+        ("{{.HostConfig.ReadonlyRootfs}}", "true"),
+        ("{{json .HostConfig.CapDrop}}", "[\"NET_RAW\"]"),
+        ("{{.HostConfig.Memory}}", "100663296"),
+        ("{{.HostConfig.NanoCpus}}", "750000000"),
+        ("{{.HostConfig.PidsLimit}}", "100"),
+        ("{{.HostConfig.MemoryReservation}}", "33554432"),
+        ("{{.HostConfig.CpuShares}}", "512"),
+        ("{{.HostConfig.LogConfig.Type}}", "json-file"),
+        ("{{index .HostConfig.LogConfig.Config \"max-size\"}}", "1m"),
+        ("{{index .Config.Labels \"team\"}}", "docs"),
+    ];
+    let mut wrong = Vec::new();
+    for (format, want) in expected {
+        let got = inspect(format);
+        if got != want {
+            wrong.push(format!("{format}: want {want}, got {got}"));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "fields not applied:\n{}",
+        wrong.join("\n")
+    );
+    assert_eq!(docs.state, marvin_core::engine::ContainerState::Running);
+}

@@ -36,6 +36,7 @@
 //! strings, not booleans.
 
 mod document;
+mod fields;
 mod interpolate;
 mod locate;
 mod model;
@@ -48,6 +49,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 pub use document::{Format, normalize, parse};
+pub use fields::parse_bytes;
 pub use interpolate::{Interpolation, InterpolationError, interpolate, interpolate_str};
 pub use locate::locate;
 pub use model::{Build, ComposeFile, DependsOn, Healthcheck, Service, Size, model};
@@ -74,7 +76,7 @@ pub fn render(
         let (doc, format) = normalize(doc, file)?;
         validate(&doc, file, format)?;
         let mut compose = model(&doc, file, format, vars)?;
-        compose.warnings = warnings;
+        compose.warnings.splice(0..0, warnings);
         Ok(compose)
     };
     let mut compose = steps().map_err(|e: ComposeError| e.located(&text))?;

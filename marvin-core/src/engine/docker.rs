@@ -9,9 +9,10 @@ use std::time::Duration;
 use bollard::Docker;
 use bollard::errors::Error as BollardError;
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, EndpointSettings,
-    HealthConfig, HealthStatusEnum, HostConfig, NetworkCreateRequest, NetworkingConfig,
-    PortBinding as DockerPortBinding, RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
+    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, DeviceMapping,
+    EndpointSettings, HealthConfig, HealthStatusEnum, HostConfig, HostConfigLogConfig,
+    NetworkCreateRequest, NetworkingConfig, PortBinding as DockerPortBinding, ResourcesUlimits,
+    RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     BuildImageOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
@@ -1080,13 +1081,81 @@ fn create_body(spec: &ContainerSpec) -> Result<ContainerCreateBody, EngineError>
             },
         )])),
     });
+    let o = &spec.options;
+    let some_vec = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
+    let host_network = o.host_network;
     let host_config = HostConfig {
         binds: (!binds.is_empty()).then_some(binds),
-        port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
-        network_mode: (!spec.network.is_empty()).then(|| spec.network.clone()),
+        port_bindings: (!port_bindings.is_empty() && !host_network).then_some(port_bindings),
+        network_mode: if host_network {
+            Some("host".to_string())
+        } else {
+            (!spec.network.is_empty()).then(|| spec.network.clone())
+        },
         restart_policy,
         nano_cpus: spec.nano_cpus,
         memory: spec.memory_bytes,
+        memory_reservation: o.memory_reservation,
+        cpu_shares: o.cpu_shares,
+        pids_limit: o.pids_limit,
+        init: o.init,
+        readonly_rootfs: o.read_only.then_some(true),
+        extra_hosts: some_vec(&o.extra_hosts),
+        dns: some_vec(&o.dns),
+        shm_size: o.shm_size,
+        tmpfs: (!o.tmpfs.is_empty()).then(|| {
+            o.tmpfs
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        }),
+        ulimits: (!o.ulimits.is_empty()).then(|| {
+            o.ulimits
+                .iter()
+                .map(|(name, (soft, hard))| ResourcesUlimits {
+                    name: Some(name.clone()),
+                    soft: Some(*soft),
+                    hard: Some(*hard),
+                })
+                .collect()
+        }),
+        sysctls: (!o.sysctls.is_empty()).then(|| {
+            o.sysctls
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        }),
+        cap_drop: some_vec(&o.cap_drop),
+        cap_add: some_vec(&o.cap_add),
+        privileged: o.privileged.then_some(true),
+        devices: (!o.devices.is_empty()).then(|| {
+            o.devices
+                .iter()
+                .map(|d| {
+                    let mut parts = d.splitn(3, ':');
+                    let host = parts.next().unwrap_or_default().to_string();
+                    let container = parts.next().map_or_else(|| host.clone(), str::to_string);
+                    DeviceMapping {
+                        path_on_host: Some(host),
+                        path_in_container: Some(container),
+                        cgroup_permissions: Some(parts.next().unwrap_or("rwm").to_string()),
+                    }
+                })
+                .collect()
+        }),
+        pid_mode: o.pid.clone(),
+        ipc_mode: o.ipc.clone(),
+        runtime: o.runtime.clone(),
+        security_opt: some_vec(&o.security_opt),
+        log_config: o.log_driver.as_ref().map(|driver| HostConfigLogConfig {
+            typ: Some(driver.clone()),
+            config: (!o.log_options.is_empty()).then(|| {
+                o.log_options
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            }),
+        }),
         ..Default::default()
     };
     Ok(ContainerCreateBody {
@@ -1107,8 +1176,17 @@ fn create_body(spec: &ContainerSpec) -> Result<ContainerCreateBody, EngineError>
         }),
         working_dir: spec.working_dir.clone(),
         user: spec.user.clone(),
+        stop_signal: o.stop_signal.clone(),
+        stop_timeout: o.stop_timeout_s,
+        tty: o.tty.then_some(true),
+        open_stdin: o.stdin_open.then_some(true),
+        hostname: o.hostname.clone(),
         host_config: Some(host_config),
-        networking_config,
+        networking_config: if host_network {
+            None
+        } else {
+            networking_config
+        },
         ..Default::default()
     })
 }
