@@ -1249,3 +1249,71 @@ fn the_env_file_beside_the_compose_file_feeds_interpolation_below_the_vars() {
         "{text}"
     );
 }
+
+#[test]
+fn powerful_and_unapplied_fields_are_refused_with_the_line_to_add() {
+    let talk = TalkProject::new();
+    talk.backend.write(
+        "docker-compose.yml",
+        &TALK_COMPOSE.replace(
+            "    depends_on: [db]\n",
+            "    depends_on: [db]\n    cap_add: [NET_ADMIN]\n    privileged: true\n    devices: [\"/dev/fuse:/dev/fuse\"]\n    pid: host\n    ipc: host\n    network_mode: host\n    runtime: runc\n    security_opt: [\"seccomp:unconfined\"]\n    oom_score_adj: 5\n",
+        ),
+    );
+    talk.backend.commit_and_push("a powerful api");
+    let err = talk.plan_err("dev");
+    for (field, written) in [
+        ("cap_add", "cap_add: [NET_ADMIN]"),
+        ("privileged", "privileged: true"),
+        ("devices", "devices: [/dev/fuse:/dev/fuse]"),
+        ("pid", "pid: host"),
+        ("ipc", "ipc: host"),
+        ("network_mode", "network_mode: host"),
+        ("runtime", "runtime: runc"),
+        ("security_opt", "security_opt: [seccomp:unconfined]"),
+    ] {
+        assert!(
+            err.contains(&format!(
+                "service `api`: `{written}` gives the container power over the host, and dev does not allow it"
+            )),
+            "{field} is refused: {err}"
+        );
+        assert!(
+            err.contains(&format!("`environments.dev.allow_powerful: [{field}]`")),
+            "the line to add for {field}: {err}"
+        );
+    }
+    assert!(
+        err.contains("service `api`: `oom_score_adj` is not applied by Marvin"),
+        "{err}"
+    );
+    // Every problem at once, each at its line.
+    assert!(err.lines().count() >= 9, "{err}");
+    assert!(
+        err.lines().all(|l| l.starts_with("docker-compose.yml:")),
+        "{err}"
+    );
+
+    // An environment that allows them plans (the unapplied field removed).
+    talk.backend.write(
+        "docker-compose.yml",
+        &TALK_COMPOSE.replace(
+            "    depends_on: [db]\n",
+            "    depends_on: [db]\n    cap_add: [NET_ADMIN]\n    privileged: true\n",
+        ),
+    );
+    talk.backend.commit_and_push("allowed powers only");
+    talk.write_environments(&marvin_tests::TALK_ENVIRONMENTS.replacen(
+        "    branch: develop\n",
+        "    branch: develop\n    allow_powerful: [cap_add, privileged]\n",
+        1,
+    ));
+    let plan = talk.plan_ok("dev");
+    let api = plan
+        .desired
+        .iter()
+        .find(|d| d.service == "api")
+        .expect("api");
+    assert_eq!(api.spec.options.cap_add, vec!["NET_ADMIN"]);
+    assert!(api.spec.options.privileged);
+}
