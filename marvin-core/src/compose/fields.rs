@@ -364,7 +364,7 @@ pub fn parse_bytes(text: &str) -> Option<i64> {
         _ => return None,
     };
     let n: f64 = number.trim().parse().ok()?;
-    (n >= 0.0).then(|| (n * factor) as i64)
+    (n >= 0.0).then_some((n * factor) as i64)
 }
 
 fn bytes(

@@ -54,9 +54,7 @@ pub fn locate(text: &str, path: &str) -> Option<Location> {
         let start = parent.map_or(0, |p| p + 1);
         let step = match segment {
             Segment::Key(key) => {
-                let on_item_line = inline
-                    .filter(|&(l, c)| starts_with_key(&lines[l][c..], key))
-                    .map(|(l, c)| (l, c));
+                let on_item_line = inline.filter(|&(l, c)| starts_with_key(&lines[l][c..], key));
                 on_item_line.or_else(|| find_key(&lines, start, parent_indent, key))
             }
             Segment::Index(n) => find_item(&lines, start, parent_indent, n),

@@ -987,11 +987,7 @@ async fn raw_get(host: &str, path: &str) -> Result<Vec<u8>, String> {
     let head = String::from_utf8_lossy(&answer[..split]).to_string();
     let body = answer[split + 4..].to_vec();
     let status = head.lines().next().unwrap_or_default();
-    if !status
-        .split_whitespace()
-        .nth(1)
-        .is_some_and(|code| code == "200")
-    {
+    if status.split_whitespace().nth(1) != Some("200") {
         return Err(format!(
             "the engine answered `{status}`: {}",
             String::from_utf8_lossy(&body).trim()
