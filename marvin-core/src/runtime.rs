@@ -1524,7 +1524,9 @@ impl Runtime {
         let aside = format!("{}-previous-{}", d.spec.name, ctx.id);
         if let Some(old) = &previous {
             ctx.log("deploy", &format!("stopping the running {}", d.service));
-            engine.stop_container(&old.id, 10).await.map_err(fail)?;
+            // The service's `stop_grace_period` (10s when it sets none).
+            let grace = d.spec.options.stop_timeout_s.unwrap_or(10);
+            engine.stop_container(&old.id, grace).await.map_err(fail)?;
             engine
                 .rename_container(&old.id, &aside)
                 .await
