@@ -586,6 +586,20 @@ fn containers(
                 format!("`pid: {pid}` is not applied by Marvin (only `host`, when allowed)"),
             );
         }
+        if input.env.engine == EngineKind::Swarm && !options.is_empty() {
+            // The swarm engine does not carry these to its services yet.
+            let set: Vec<String> = serde_json::to_value(&options)
+                .ok()
+                .and_then(|v| v.as_object().map(|o| o.keys().cloned().collect()))
+                .unwrap_or_default();
+            fail(
+                String::new(),
+                format!(
+                    "fields `{}` are not applied on a swarm environment yet ({env_name} is one); remove them, or deploy this service to a single-engine environment",
+                    set.join("`, `")
+                ),
+            );
+        }
         if failed {
             continue;
         }
@@ -777,6 +791,50 @@ mod host_path_tests {
             "marvin.yml",
         )
         .expect("the fixture parses")
+    }
+
+    #[test]
+    fn container_options_are_refused_on_swarm_and_applied_elsewhere() {
+        let compose = crate::compose::render(
+            "services:\n  web:\n    image: a\n    init: true\n    ulimits: {nofile: 1024}\n",
+            "docker-compose.yml",
+            &BTreeMap::new(),
+        )
+        .expect("renders");
+        let images = BTreeMap::from([(
+            "web".to_string(),
+            ServiceImage {
+                tag: "a".into(),
+                key: None,
+            },
+        )]);
+        let (none, commits) = (BTreeMap::new(), BTreeMap::new());
+        let plan = |env: &Environment| {
+            desired_containers(&DesiredInput {
+                project: "shop",
+                env,
+                compose_path: "docker-compose.yml",
+                compose: &compose,
+                images: &images,
+                env_files: &none,
+                commits: &commits,
+            })
+        };
+        let single = project("");
+        let ok = plan(single.environment("dev").unwrap()).expect("plans");
+        assert_eq!(ok[0].spec.options.init, Some(true));
+        let swarm = project("engine: swarm, registry: \"127.0.0.1:5000\"");
+        let e = plan(swarm.environment("dev").unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("fields `init`, `ulimits` are not applied on a swarm environment yet"),
+            "{e}"
+        );
+        assert!(
+            e.starts_with("docker-compose.yml:2:3: service `web`"),
+            "{e}"
+        );
     }
 
     #[test]
