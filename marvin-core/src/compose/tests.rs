@@ -815,11 +815,29 @@ fn replicas_come_from_deploy_or_scale() {
 }
 
 #[test]
-fn other_valid_compose_keys_are_accepted_and_ignored() {
-    let web = service(
-        "    image: a\n    container_name: web-1\n    hostname: h\n    stop_signal: SIGINT\n    cap_add: [NET_ADMIN]\n    logging:\n      driver: json-file\n    secrets: [s]\n",
+fn further_service_fields_are_read_and_the_rest_named_as_unapplied() {
+    let file = ok(
+        "services:\n  web:\n    image: a\n    container_name: web-1\n    hostname: h\n    stop_signal: SIGINT\n    stop_grace_period: 1m30s\n    cap_add: [NET_ADMIN]\n    logging:\n      driver: json-file\n    mem_limit: 256m\n    cpus: 0.5\n    size: S\n    oom_score_adj: 5\n    network_mode: \"service:db\"\n    secrets: [s]\nsecrets:\n  s: {file: ./s.txt}\n",
     );
+    let web = &file.services["web"];
     assert_eq!(web.image.as_deref(), Some("a"));
+    assert_eq!(web.options.hostname.as_deref(), Some("h"));
+    assert_eq!(web.options.stop_signal.as_deref(), Some("SIGINT"));
+    assert_eq!(web.options.stop_timeout_s, Some(90));
+    assert_eq!(web.options.cap_add, vec!["NET_ADMIN"]);
+    assert_eq!(web.options.log_driver.as_deref(), Some("json-file"));
+    assert_eq!(web.memory_limit, Some(256 * 1024 * 1024));
+    assert_eq!(web.nano_cpus, Some(500_000_000));
+    assert_eq!(
+        web.unapplied,
+        vec!["oom_score_adj", "network_mode: service:db"]
+    );
+    assert_eq!(
+        file.warnings,
+        vec![
+            "docker-compose.yml: services.web.container_name: container_name `web-1` is ignored: Marvin names containers `<project>-<environment>-<service>` so that environments never collide"
+        ]
+    );
 }
 
 #[test]
