@@ -1176,33 +1176,28 @@ fn a_host_path_from_a_branch_is_refused_unless_the_environment_allows_it() {
 }
 
 #[test]
-fn privileged_host_network_pid_and_capabilities_from_a_branch_are_never_applied() {
+fn privileged_host_network_pid_and_capabilities_from_a_branch_are_refused_not_applied() {
     let talk = TalkProject::new();
     talk.backend.write(
         "docker-compose.yml",
         "services:\n  api:\n    build: ./services/api\n    privileged: true\n    network_mode: host\n    pid: host\n    cap_add: [SYS_ADMIN]\n",
     );
     talk.backend.commit_and_push("ask for the host");
-    let plan = talk.plan_ok("dev");
-    let api = plan
-        .desired
-        .iter()
-        .find(|d| d.service == "api")
-        .expect("api is planned");
-    // The container spec is all the engine is given: none of it is there,
-    // and the container joins only its environment's network.
-    let spec = serde_json::to_string(&api.spec).unwrap().to_lowercase();
-    for asked in [
-        "privileged",
-        "network_mode",
-        "\"host\"",
-        "sys_admin",
-        "cap_add",
-        "\"pid\"",
+    // Nothing reaches the engine: the plan is refused, each field at its line.
+    let err = talk.plan_err("dev");
+    for (line, written, field) in [
+        (4, "privileged: true", "privileged"),
+        (5, "network_mode: host", "network_mode"),
+        (6, "pid: host", "pid"),
+        (7, "cap_add: [SYS_ADMIN]", "cap_add"),
     ] {
-        assert!(!spec.contains(asked), "{asked} reached the spec: {spec}");
+        assert!(
+            err.contains(&format!(
+                "docker-compose.yml:{line}:5: service `api`: `{written}` gives the container power over the host, and dev does not allow it"
+            )) && err.contains(&format!("`environments.dev.allow_powerful: [{field}]`")),
+            "{field}: {err}"
+        );
     }
-    assert!(api.spec.network.ends_with("-dev"), "{}", api.spec.network);
 }
 
 #[test]
