@@ -197,6 +197,45 @@ enum Command {
     },
 }
 
+impl Command {
+    /// Whether the command was asked for JSON (errors then go to stdout as JSON too).
+    fn json(&self) -> bool {
+        match self {
+            Command::Plan { json, .. }
+            | Command::Build { json, .. }
+            | Command::Status { json, .. }
+            | Command::Logs { json, .. }
+            | Command::Run { json, .. }
+            | Command::History { json, .. }
+            | Command::Rollback { json, .. }
+            | Command::Lock { json, .. }
+            | Command::Unlock { json, .. }
+            | Command::Audit { json, .. }
+            | Command::Cancel { json, .. } => *json,
+            Command::Demo { .. } | Command::Serve { .. } | Command::Chat { .. } => false,
+        }
+    }
+}
+
+/// `{"error": {"message": ..., "problems": [...]}}`: the whole message, and
+/// each problem of a compose file with its file, line, column and service.
+fn error_json(e: &anyhow::Error) -> serde_json::Value {
+    let problems: Vec<_> = e
+        .chain()
+        .find_map(|cause| {
+            cause
+                .downcast_ref::<marvin_core::marvin::MarvinError>()
+                .map(|m| m.problems())
+        })
+        .unwrap_or_default();
+    serde_json::json!({
+        "error": {
+            "message": format!("{e:#}"),
+            "problems": problems,
+        }
+    })
+}
+
 fn main() -> ExitCode {
     // `marvin history dev | head` must end quietly when the reader goes away,
     // not panic. (SIGPIPE stays ignored, as Rust sets it: git transports
@@ -233,8 +272,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let json = cli.command.json();
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
+        Err(e) if json => {
+            println!("{:#}", error_json(&e));
+            eprintln!("marvin: {e:#}");
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("marvin: {e:#}");
             ExitCode::FAILURE

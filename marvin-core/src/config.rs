@@ -150,7 +150,23 @@ pub struct Environment {
     /// compose file comes from a branch anyone with push access can change,
     /// so a host path (`/var/run/docker.sock:/x`) is refused unless listed here.
     pub allow_host_paths: Vec<String>,
+    /// Compose fields that give a container power over the host, allowed
+    /// here (`cap_add`, `privileged`, `devices`, `pid`, `ipc`,
+    /// `network_mode`, `runtime`, `security_opt`; see docs/compose.md).
+    pub allow_powerful: Vec<String>,
 }
+
+/// The compose fields an environment may allow with `allow_powerful`.
+pub const POWERFUL_FIELDS: [&str; 8] = [
+    "cap_add",
+    "privileged",
+    "devices",
+    "pid",
+    "ipc",
+    "network_mode",
+    "runtime",
+    "security_opt",
+];
 
 /// What starts a build besides a person.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
@@ -437,6 +453,8 @@ struct RawEnvironment {
     registry: Option<String>,
     #[serde(default)]
     allow_host_paths: Vec<String>,
+    #[serde(default)]
+    allow_powerful: Vec<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -757,6 +775,17 @@ impl RawProject {
                     ));
                 }
             }
+            for (i, field) in raw.allow_powerful.iter().enumerate() {
+                if !POWERFUL_FIELDS.contains(&field.as_str()) {
+                    return Err(invalid(
+                        format!("{at}.allow_powerful[{i}]"),
+                        format!(
+                            "`{field}` is not a compose field Marvin refuses by default; {}",
+                            crate::suggest::hint(field, POWERFUL_FIELDS.iter().copied())
+                        ),
+                    ));
+                }
+            }
             if let Some(expr) = &raw.triggers.schedule {
                 crate::schedule::Schedule::parse(expr)
                     .map_err(|m| invalid(format!("{at}.triggers.schedule"), m))?;
@@ -789,6 +818,7 @@ impl RawProject {
                 engine: raw.engine,
                 registry: raw.registry,
                 allow_host_paths: raw.allow_host_paths,
+                allow_powerful: raw.allow_powerful,
             });
         }
 

@@ -4,13 +4,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::compose::{ComposeFile, Service};
+use crate::compose::{ComposeFile, Format, Service, SourceProblem};
 use crate::config::{EngineKind, Environment, normalize_path};
 use crate::engine::{
     ContainerSpec, Health, LABEL_BUILD_KEY, LABEL_COMMITS, LABEL_DEPLOY_KEY, LABEL_ENV,
     LABEL_PROJECT, LABEL_ROLE, LABEL_SERVICE, Mount, PortBinding,
 };
 use crate::keys::{BuildKey, DeployKey, deploy_key};
+use crate::yaml::Location;
 
 /// A service's desired container and its deploy key.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,6 +62,57 @@ pub struct DesiredError {
     pub service: String,
     /// What is wrong and what would be right.
     pub message: String,
+}
+
+/// Every problem found in an environment's services, each placed at its
+/// line in the compose file when it can be found there.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.lines())]
+pub struct DesiredErrors {
+    /// The compose file, as marvin.yml names it.
+    pub file: String,
+    /// The problems, in service order.
+    pub problems: Vec<PlacedError>,
+}
+
+/// One problem and where it is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlacedError {
+    /// The problem.
+    pub error: DesiredError,
+    /// Key path in the compose file (`services.web.volumes[0]`).
+    pub path: String,
+    /// Line and column of that path, when found.
+    pub location: Option<Location>,
+}
+
+impl DesiredErrors {
+    fn lines(&self) -> String {
+        let lines: Vec<String> = self
+            .problems
+            .iter()
+            .map(|p| match p.location {
+                Some(l) => format!("{}:{}:{}: {}", self.file, l.line, l.column, p.error),
+                None => format!("{}: {}", self.file, p.error),
+            })
+            .collect();
+        lines.join("\n")
+    }
+
+    /// The problems in the compose module's terms (for JSON).
+    pub fn problems(&self) -> Vec<SourceProblem> {
+        self.problems
+            .iter()
+            .map(|p| SourceProblem {
+                file: self.file.clone(),
+                line: p.location.map(|l| l.line),
+                column: p.location.map(|l| l.column),
+                service: Some(p.error.service.clone()),
+                path: p.path.clone(),
+                message: p.error.message.clone(),
+            })
+            .collect()
+    }
 }
 
 /// The network of an environment: `marvin-<project>-<env>`.
@@ -213,6 +265,59 @@ pub fn parse_port(text: &str) -> Result<Vec<PortBinding>, String> {
         .collect()
 }
 
+/// An `expose` entry as the engine gets it: checked, and with an application
+/// hint (`8080/http`, `/https`, `/grpc`) turned into `tcp`. Entries already
+/// in the engine's terms (`8080`, `53/udp`) are kept as written, so their
+/// deploy keys do not change.
+pub fn engine_expose(text: &str) -> Result<String, String> {
+    crate::compose::parse_expose(text)?;
+    Ok(match text.rsplit_once('/') {
+        Some((ports, suffix)) => {
+            let protocol = crate::compose::transport_protocol(suffix).unwrap_or("tcp");
+            if protocol == suffix {
+                text.to_string()
+            } else {
+                format!("{}/{protocol}", ports.trim())
+            }
+        }
+        None => text.to_string(),
+    })
+}
+
+/// The powerful fields a container's options use: (the `allow_powerful`
+/// name, the field as written).
+pub fn powerful_fields(o: &crate::engine::ContainerOptions) -> Vec<(&'static str, String)> {
+    let mut used = Vec::new();
+    if !o.cap_add.is_empty() {
+        used.push(("cap_add", format!("cap_add: [{}]", o.cap_add.join(", "))));
+    }
+    if o.privileged {
+        used.push(("privileged", "privileged: true".to_string()));
+    }
+    if !o.devices.is_empty() {
+        used.push(("devices", format!("devices: [{}]", o.devices.join(", "))));
+    }
+    if o.pid.as_deref() == Some("host") {
+        used.push(("pid", "pid: host".to_string()));
+    }
+    if o.ipc.as_deref() == Some("host") {
+        used.push(("ipc", "ipc: host".to_string()));
+    }
+    if o.host_network {
+        used.push(("network_mode", "network_mode: host".to_string()));
+    }
+    if let Some(r) = &o.runtime {
+        used.push(("runtime", format!("runtime: {r}")));
+    }
+    if !o.security_opt.is_empty() {
+        used.push((
+            "security_opt",
+            format!("security_opt: [{}]", o.security_opt.join(", ")),
+        ));
+    }
+    used
+}
+
 /// Whether an environment lets its containers bind-mount `source` from the
 /// host: only paths under one of its `allow_host_paths`. The compose file
 /// comes from a branch anyone with push access can change, and a host path
@@ -237,7 +342,9 @@ pub fn check_host_path(source: &str, env: &Environment) -> Result<(), String> {
 
 /// Parse a compose short volume (`data:/var/lib/x:ro`, `/host:/c`, `/c`).
 /// Named volumes are prefixed per environment; a relative host path is
-/// refused, since Marvin deploys from git objects and has no checkout.
+/// refused, since Marvin deploys from git objects and has no checkout;
+/// `~/x` is a host path in Marvin's home directory (the host path rule
+/// applies); an empty source or target (an unset variable) is an error.
 pub fn parse_volume(text: &str, project: &str, env: &str) -> Result<Mount, String> {
     let parts: Vec<&str> = text.split(':').collect();
     let (source, target, mode) = match parts.as_slice() {
@@ -251,13 +358,44 @@ pub fn parse_volume(text: &str, project: &str, env: &str) -> Result<Mount, Strin
         _ => return Err(format!("`{text}` is not a volume; write `name:/path[:ro]`")),
     };
     let read_only = mode.split(',').any(|m| m == "ro");
+    if source.is_empty() || target.is_empty() {
+        let side = if source.is_empty() {
+            "source"
+        } else {
+            "target"
+        };
+        return Err(format!(
+            "`{text}` has an empty {side}; if a `${{VARIABLE}}` was meant to fill it, it is not set: set it in the environment's `vars` in marvin.yml or in the `.env` beside the compose file"
+        ));
+    }
+    if let Some(home_relative) = source
+        .strip_prefix('~')
+        .filter(|r| r.is_empty() || r.starts_with('/'))
+    {
+        // `~/x` is a host path in the home of the user Marvin runs as, as
+        // docker-compose reads it; the host path rule applies to it.
+        let home = std::env::var("HOME")
+            .ok()
+            .filter(|h| h.starts_with('/'))
+            .ok_or_else(|| format!("`{text}` mounts a path in the home directory, and HOME is not set for Marvin; write the absolute host path"))?;
+        return Ok(Mount::Bind {
+            source: format!("{}{home_relative}", home.trim_end_matches('/')),
+            target: target.to_string(),
+            read_only,
+        });
+    }
+    if source.starts_with('~') {
+        return Err(format!(
+            "`{text}` mounts another user's home directory; write the absolute host path"
+        ));
+    }
     if source.starts_with('/') {
         Ok(Mount::Bind {
             source: source.to_string(),
             target: target.to_string(),
             read_only,
         })
-    } else if source.starts_with('.') || source.starts_with('~') {
+    } else if source.starts_with('.') {
         Err(format!(
             "`{text}` mounts a path relative to a checkout, and Marvin deploys from git without one; use a named volume, or COPY the files into the image"
         ))
@@ -270,40 +408,67 @@ pub fn parse_volume(text: &str, project: &str, env: &str) -> Result<Mount, Strin
     }
 }
 
-fn nanos(d: &Option<String>, service: &str, field: &str) -> Result<Option<i64>, DesiredError> {
-    d.as_ref()
-        .map(|t| {
-            crate::duration::parse(t)
-                .map(|d| d.as_nanos() as i64)
-                .map_err(|m| DesiredError {
+/// The desired containers of an environment, with deploy keys. Every
+/// problem of every service is reported at once, each at its line.
+pub fn desired_containers(
+    input: &DesiredInput<'_>,
+) -> Result<Vec<DesiredContainer>, DesiredErrors> {
+    let mut problems = Vec::new();
+    let out = containers(
+        input,
+        &mut |service: &str, field: String, message: String| {
+            let path = match input.compose.format {
+                Format::Services => format!("services.{service}.{field}"),
+                Format::V1 => format!("{service}.{field}"),
+            };
+            let path = path.trim_end_matches('.').to_string();
+            problems.push(PlacedError {
+                location: crate::compose::locate(&input.compose.source, &path),
+                error: DesiredError {
                     service: service.to_string(),
-                    message: format!("healthcheck.{field}: {m}"),
-                })
+                    message,
+                },
+                path,
+            });
+        },
+    );
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(DesiredErrors {
+            file: input.compose_path.to_string(),
+            problems,
         })
-        .transpose()
+    }
 }
 
-/// The desired containers of an environment, with deploy keys.
-pub fn desired_containers(input: &DesiredInput<'_>) -> Result<Vec<DesiredContainer>, DesiredError> {
+/// What [`desired_containers`] does, giving each problem (service, field
+/// path below the service such as `volumes[0]`, message) to `problem`.
+fn containers(
+    input: &DesiredInput<'_>,
+    problem: &mut dyn FnMut(&str, String, String),
+) -> Vec<DesiredContainer> {
     let project = input.project;
     let env_name = &input.env.name;
     // Link aliases: `links: [db:database]` in web makes `database` resolve to db.
     let mut aliases: BTreeMap<&str, BTreeSet<String>> = BTreeMap::new();
     for (name, service) in &input.compose.services {
         aliases.entry(name).or_default().insert(name.clone());
-        for link in &service.links {
+        for (i, link) in service.links.iter().enumerate() {
             let (target, alias) = link.split_once(':').unwrap_or((link, link));
             if !input.compose.services.contains_key(target) {
-                return Err(DesiredError {
-                    service: name.clone(),
-                    message: format!(
+                problem(
+                    name,
+                    format!("links[{i}]"),
+                    format!(
                         "links: unknown service `{target}`; {}",
                         crate::suggest::hint(
                             target,
                             input.compose.services.keys().map(String::as_str)
                         )
                     ),
-                });
+                );
+                continue;
             }
             aliases.entry(target).or_default().insert(alias.to_string());
         }
@@ -316,40 +481,128 @@ pub fn desired_containers(input: &DesiredInput<'_>) -> Result<Vec<DesiredContain
 
     let mut out = Vec::new();
     for (name, service) in &input.compose.services {
-        let err = |message: String| DesiredError {
-            service: name.clone(),
-            message,
+        let mut failed = false;
+        let mut fail = |field: String, message: String| {
+            failed = true;
+            problem(name, field, message);
         };
-        let image = input
-            .images
-            .get(name)
-            .ok_or_else(|| err("has neither `build` nor `image`; give it one".into()))?;
+        let Some(image) = input.images.get(name) else {
+            fail(
+                String::new(),
+                "has neither `build` nor `image`; give it one".into(),
+            );
+            continue;
+        };
         let mut ports = Vec::new();
-        for p in &service.ports {
-            ports.extend(parse_port(p).map_err(|m| err(format!("ports: {m}")))?);
-        }
-        let volumes = service
-            .volumes
-            .iter()
-            .map(|v| parse_volume(v, project, env_name).map_err(|m| err(format!("volumes: {m}"))))
-            .collect::<Result<Vec<_>, _>>()?;
-        for v in &volumes {
-            if let Mount::Bind { source, .. } = v {
-                check_host_path(source, input.env).map_err(|m| err(format!("volumes: {m}")))?;
+        for (i, p) in service.ports.iter().enumerate() {
+            match parse_port(p) {
+                Ok(p) => ports.extend(p),
+                Err(m) => fail(format!("ports[{i}]"), format!("ports: {m}")),
             }
         }
+        let mut expose = Vec::new();
+        for (i, e) in service.expose.iter().enumerate() {
+            match engine_expose(e) {
+                Ok(e) => expose.push(e),
+                Err(m) => fail(format!("expose[{i}]"), format!("expose: {m}")),
+            }
+        }
+        let mut volumes = Vec::new();
+        for (i, v) in service.volumes.iter().enumerate() {
+            let checked = parse_volume(v, project, env_name).and_then(|mount| {
+                if let Mount::Bind { source, .. } = &mount {
+                    check_host_path(source, input.env)?;
+                }
+                Ok(mount)
+            });
+            match checked {
+                Ok(mount) => volumes.push(mount),
+                Err(m) => fail(format!("volumes[{i}]"), format!("volumes: {m}")),
+            }
+        }
+        let mut nanos = |d: &Option<String>, field: &str| {
+            d.as_ref().and_then(|t| match crate::duration::parse(t) {
+                Ok(d) => Some(d.as_nanos() as i64),
+                Err(m) => {
+                    fail(
+                        format!("healthcheck.{field}"),
+                        format!("healthcheck.{field}: {m}"),
+                    );
+                    None
+                }
+            })
+        };
         let healthcheck = match &service.healthcheck {
             Some(h) if !h.disable && h.test.first().map(String::as_str) != Some("NONE") => {
                 Some(Health {
                     test: h.test.clone(),
-                    interval_ns: nanos(&h.interval, name, "interval")?,
-                    timeout_ns: nanos(&h.timeout, name, "timeout")?,
-                    start_period_ns: nanos(&h.start_period, name, "start_period")?,
+                    interval_ns: nanos(&h.interval, "interval"),
+                    timeout_ns: nanos(&h.timeout, "timeout"),
+                    start_period_ns: nanos(&h.start_period, "start_period"),
                     retries: h.retries.map(i64::from),
                 })
             }
             _ => None,
         };
+        for field in &service.unapplied {
+            fail(
+                field.split(':').next().unwrap_or(field).to_string(),
+                format!(
+                    "`{field}` is not applied by Marvin; remove it from the service (docs/compose.md lists the fields Marvin applies)"
+                ),
+            );
+        }
+        let mut options = service.options.clone();
+        for t in &service.tmpfs {
+            let (path, opts) = t.split_once(':').unwrap_or((t, ""));
+            options.tmpfs.insert(path.to_string(), opts.to_string());
+        }
+        for (field, written) in powerful_fields(&options) {
+            if !input.env.allow_powerful.iter().any(|a| a == field) {
+                fail(
+                    field.to_string(),
+                    format!(
+                        "`{written}` gives the container power over the host, and {env} does not allow it: a compose file from any branch could use it; if {env} should, add it in marvin.yml: `environments.{env}.allow_powerful: [{field}]`",
+                        env = env_name
+                    ),
+                );
+            }
+        }
+        if let Some(ipc) = options
+            .ipc
+            .as_deref()
+            .filter(|i| !matches!(*i, "host" | "private" | "shareable" | "none"))
+        {
+            fail(
+                "ipc".into(),
+                format!(
+                    "`ipc: {ipc}` is not applied by Marvin (only `private`, `shareable`, `none`, or `host` when allowed)"
+                ),
+            );
+        }
+        if let Some(pid) = options.pid.as_deref().filter(|p| *p != "host") {
+            fail(
+                "pid".into(),
+                format!("`pid: {pid}` is not applied by Marvin (only `host`, when allowed)"),
+            );
+        }
+        if input.env.engine == EngineKind::Swarm && !options.is_empty() {
+            // The swarm engine does not carry these to its services yet.
+            let set: Vec<String> = serde_json::to_value(&options)
+                .ok()
+                .and_then(|v| v.as_object().map(|o| o.keys().cloned().collect()))
+                .unwrap_or_default();
+            fail(
+                String::new(),
+                format!(
+                    "fields `{}` are not applied on a swarm environment yet ({env_name} is one); remove them, or deploy this service to a single-engine environment",
+                    set.join("`, `")
+                ),
+            );
+        }
+        if failed {
+            continue;
+        }
         let mut labels = service.labels.clone();
         labels.insert(LABEL_PROJECT.into(), project.to_string());
         labels.insert(LABEL_ENV.into(), env_name.clone());
@@ -372,16 +625,22 @@ pub fn desired_containers(input: &DesiredInput<'_>) -> Result<Vec<DesiredContain
                 .map(|a| a.iter().cloned().collect())
                 .unwrap_or_default(),
             ports,
-            expose: service.expose.clone(),
+            expose,
             volumes,
             healthcheck,
             restart: service.restart.clone(),
             working_dir: service.working_dir.clone(),
             user: service.user.clone(),
-            nano_cpus: service.size.map(|s| (s.cpus() * 1e9) as i64),
-            memory_bytes: service.size.map(|s| s.memory_bytes() as i64),
+            // An explicit limit (`cpus`, `mem_limit`, `deploy.resources.limits`) wins over `size`.
+            nano_cpus: service
+                .nano_cpus
+                .or(service.size.map(|s| (s.cpus() * 1e9) as i64)),
+            memory_bytes: service
+                .memory_limit
+                .or(service.size.map(|s| s.memory_bytes() as i64)),
             replicas: (input.env.engine == EngineKind::Swarm)
                 .then(|| service.replicas.unwrap_or(1)),
+            options,
         };
         let key = deploy_key(&spec, image.key.as_ref());
         spec.labels.insert(LABEL_DEPLOY_KEY.into(), key.0.clone());
@@ -392,7 +651,7 @@ pub fn desired_containers(input: &DesiredInput<'_>) -> Result<Vec<DesiredContain
             build_key: image.key.clone(),
         });
     }
-    Ok(out)
+    out
 }
 
 #[cfg(test)]
@@ -424,6 +683,30 @@ mod tests {
     }
 
     #[test]
+    fn protocol_hints_mean_tcp_and_never_reach_the_engine() {
+        for hint in ["http", "https", "grpc", "HTTP"] {
+            let p = parse_port(&format!("8080:80/{hint}")).unwrap();
+            assert_eq!(p[0].protocol, "tcp", "{hint}");
+            assert_eq!(engine_expose(&format!("8080/{hint}")).unwrap(), "8080/tcp");
+        }
+        assert_eq!(
+            engine_expose("8080").unwrap(),
+            "8080",
+            "unchanged: same deploy key"
+        );
+        assert_eq!(engine_expose("53/udp").unwrap(), "53/udp");
+        let e = engine_expose("8080/quic").unwrap_err();
+        assert!(e.contains("unknown protocol"), "{e}");
+        let e = parse_port("80/quic").unwrap_err();
+        assert!(e.contains("unknown protocol"), "{e}");
+        assert!(
+            engine_expose("eighty")
+                .unwrap_err()
+                .contains("no valid port")
+        );
+    }
+
+    #[test]
     fn named_volumes_are_per_environment() {
         assert_eq!(
             parse_volume("data:/var/lib/db:ro", "shop", "dev").unwrap(),
@@ -444,6 +727,29 @@ mod tests {
                 .unwrap_err()
                 .contains("Marvin deploys from git")
         );
+    }
+
+    #[test]
+    fn a_home_path_is_a_host_path_and_an_empty_source_is_an_error() {
+        let home = std::env::var("HOME").expect("tests run with HOME");
+        assert_eq!(
+            parse_volume("~/media:/media:ro", "p", "dev").unwrap(),
+            Mount::Bind {
+                source: format!("{}/media", home.trim_end_matches('/')),
+                target: "/media".into(),
+                read_only: true
+            }
+        );
+        let e = parse_volume(":/media", "p", "dev").unwrap_err();
+        assert!(e.contains("has an empty source"), "{e}");
+        assert!(e.contains("`vars` in marvin.yml"), "{e}");
+        assert!(
+            parse_volume("data:", "p", "dev")
+                .unwrap_err()
+                .contains("empty target")
+        );
+        let e = parse_volume("~other/x:/x", "p", "dev").unwrap_err();
+        assert!(e.contains("write the absolute host path"), "{e}");
     }
 
     #[test]
@@ -485,6 +791,50 @@ mod host_path_tests {
             "marvin.yml",
         )
         .expect("the fixture parses")
+    }
+
+    #[test]
+    fn container_options_are_refused_on_swarm_and_applied_elsewhere() {
+        let compose = crate::compose::render(
+            "services:\n  web:\n    image: a\n    init: true\n    ulimits: {nofile: 1024}\n",
+            "docker-compose.yml",
+            &BTreeMap::new(),
+        )
+        .expect("renders");
+        let images = BTreeMap::from([(
+            "web".to_string(),
+            ServiceImage {
+                tag: "a".into(),
+                key: None,
+            },
+        )]);
+        let (none, commits) = (BTreeMap::new(), BTreeMap::new());
+        let plan = |env: &Environment| {
+            desired_containers(&DesiredInput {
+                project: "shop",
+                env,
+                compose_path: "docker-compose.yml",
+                compose: &compose,
+                images: &images,
+                env_files: &none,
+                commits: &commits,
+            })
+        };
+        let single = project("");
+        let ok = plan(single.environment("dev").unwrap()).expect("plans");
+        assert_eq!(ok[0].spec.options.init, Some(true));
+        let swarm = project("engine: swarm, registry: \"127.0.0.1:5000\"");
+        let e = plan(swarm.environment("dev").unwrap())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("fields `init`, `ulimits` are not applied on a swarm environment yet"),
+            "{e}"
+        );
+        assert!(
+            e.starts_with("docker-compose.yml:2:3: service `web`"),
+            "{e}"
+        );
     }
 
     #[test]

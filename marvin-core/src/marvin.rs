@@ -40,6 +40,18 @@ pub enum MarvinError {
     Internal(String),
 }
 
+impl MarvinError {
+    /// The problems of a compose file this error stands for, each with its
+    /// file, line, column and service; empty for other errors.
+    pub fn problems(&self) -> Vec<crate::compose::SourceProblem> {
+        match self {
+            MarvinError::Resolve(ResolveError::Compose(e)) => e.problems(),
+            MarvinError::Resolve(ResolveError::Desired(e)) => e.problems(),
+            _ => Vec::new(),
+        }
+    }
+}
+
 /// Options of `plan`.
 #[derive(Debug, Clone, Default)]
 pub struct PlanOptions {

@@ -20,6 +20,8 @@ pub struct PlanJson<'a> {
     pub deploy: &'a [crate::plan::DeployStep],
     /// True when no engine answered and nothing was assumed to exist.
     pub assumed_empty_engine: bool,
+    /// Things that work but deserve a look (unset compose variables).
+    pub warnings: &'a [String],
 }
 
 /// A commit in `--json` output: the id is `commit`, as issue #2 documents it
@@ -58,6 +60,7 @@ impl<'a> From<&'a Plan> for PlanJson<'a> {
             builds: &p.builds,
             deploy: &p.deploy,
             assumed_empty_engine: p.assumed_empty_engine,
+            warnings: &p.warnings,
         }
     }
 }
@@ -98,6 +101,9 @@ pub fn plan_text(plan: &Plan) -> String {
     }
     if plan.assumed_empty_engine {
         out.push_str("  (no Docker engine answered: assumed no images and no containers exist)\n");
+    }
+    for warning in &plan.warnings {
+        out.push_str(&format!("  warning: {warning}\n"));
     }
     let width = plan
         .builds
@@ -308,6 +314,7 @@ mod tests {
             deploy: Vec::new(),
             only: Vec::new(),
             assumed_empty_engine: true,
+            warnings: vec!["docker-compose.yml: services.web.image: variable `TAG` is not set; using an empty string".into()],
             build_specs: Default::default(),
             desired: Vec::new(),
             waves: Vec::new(),
@@ -327,6 +334,7 @@ mod tests {
                 "builds": [],
                 "deploy": [],
                 "assumed_empty_engine": true,
+                "warnings": ["docker-compose.yml: services.web.image: variable `TAG` is not set; using an empty string"],
             })
         );
     }

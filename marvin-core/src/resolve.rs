@@ -57,7 +57,7 @@ pub enum ResolveError {
     },
     /// The desired state cannot be computed.
     #[error(transparent)]
-    Desired(#[from] desired::DesiredError),
+    Desired(#[from] desired::DesiredErrors),
 }
 
 /// An environment resolved to commits, with its merged workspace and rendered compose file.
@@ -109,6 +109,9 @@ pub struct Plan {
     pub only: Vec<String>,
     /// No engine answered, so no images and no containers were assumed to exist.
     pub assumed_empty_engine: bool,
+    /// Things that work but deserve a look (a compose variable that is not
+    /// set and became an empty string).
+    pub warnings: Vec<String>,
     /// Build details per built service.
     #[serde(skip)]
     pub build_specs: BTreeMap<String, ServiceBuild>,
@@ -183,13 +186,33 @@ pub fn resolve_at(
                 config: project.file.clone(),
             })?;
     let text = String::from_utf8_lossy(&text);
-    let compose = compose::render(&text, &project.compose, &env.vars)?;
+    let vars = compose_vars(project, env, &workspace)?;
+    let compose = compose::render(&text, &project.compose, &vars)?;
     Ok(Resolved {
         env: env.clone(),
         commits: mounts.into_iter().map(|(_, c)| c).collect(),
         workspace,
         compose,
     })
+}
+
+/// The variables a compose file is rendered with: the `.env` file beside it
+/// (from git, when there is one), then the environment's `vars`, which win.
+pub fn compose_vars(
+    project: &Project,
+    env: &Environment,
+    workspace: &Workspace,
+) -> Result<BTreeMap<String, String>, ResolveError> {
+    let dir = project
+        .compose
+        .rsplit_once('/')
+        .map_or(String::new(), |(d, _)| format!("{d}/"));
+    let mut vars = BTreeMap::new();
+    if let Some(text) = workspace.read_file(&format!("{dir}.env"))? {
+        vars.extend(desired::parse_env_file(&String::from_utf8_lossy(&text)));
+    }
+    vars.extend(env.vars.iter().map(|(k, v)| (k.clone(), v.clone())));
+    Ok(vars)
 }
 
 /// Build keys of every service that has `build:`, in dependency order
@@ -577,6 +600,7 @@ pub fn make_plan(
         deploy,
         only: only.to_vec(),
         assumed_empty_engine: observed.engine_unreachable,
+        warnings: resolved.compose.warnings.clone(),
         build_specs,
         desired,
         waves,

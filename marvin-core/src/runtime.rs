@@ -1001,6 +1001,9 @@ impl Runtime {
             let _ = env;
             self.learn_secrets(ctx, &pairs);
         }
+        for warning in &plan.warnings {
+            ctx.log("marvin", &format!("warning: {warning}"));
+        }
         let c = plan.counts();
         ctx.log(
             "marvin",
@@ -1645,7 +1648,9 @@ impl Runtime {
         let aside = format!("{}-previous-{}", d.spec.name, ctx.id);
         if let Some(old) = &previous {
             ctx.log("deploy", &format!("stopping the running {}", d.service));
-            engine.stop_container(&old.id, 10).await.map_err(fail)?;
+            // The service's `stop_grace_period` (10s when it sets none).
+            let grace = d.spec.options.stop_timeout_s.unwrap_or(10);
+            engine.stop_container(&old.id, grace).await.map_err(fail)?;
             engine
                 .rename_container(&old.id, &aside)
                 .await
@@ -2085,6 +2090,7 @@ impl Runtime {
             deploy,
             only: Vec::new(),
             assumed_empty_engine: false,
+            warnings: Vec::new(),
             build_specs: BTreeMap::new(),
             desired: desired.clone(),
             waves: crate::plan::deploy_waves(&depends).unwrap_or_default(),

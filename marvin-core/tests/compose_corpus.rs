@@ -53,7 +53,13 @@ fn every_corpus_file_parses_and_validates() {
         match compose::render(&text, &name, &vars()) {
             Ok(file) => {
                 assert!(!file.services.is_empty(), "{name}: no services read");
-                assert!(file.warnings.is_empty(), "{name}: {:?}", file.warnings);
+                // The only warning a corpus file may give: its `container_name` is ignored.
+                let other: Vec<&String> = file
+                    .warnings
+                    .iter()
+                    .filter(|w| !w.contains("container_name"))
+                    .collect();
+                assert!(other.is_empty(), "{name}: {other:?}");
             }
             Err(e) => failures.push(e.to_string()),
         }

@@ -51,7 +51,8 @@ fn plan_json_has_the_documented_shape() {
             "commits",
             "builds",
             "deploy",
-            "assumed_empty_engine"
+            "assumed_empty_engine",
+            "warnings"
         ])
     );
     assert_eq!(plan["environment"], "dev");
@@ -267,6 +268,59 @@ fn a_missing_branch_fails_with_the_repo_url_and_branch_and_without_a_panic() {
             && run.stderr.contains("branch `release` not found"),
         "{}",
         run.stderr
+    );
+    // With --json the error is JSON on stdout too.
+    let out: Value = serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", run.stdout));
+    let message = out["error"]["message"].as_str().expect("error.message");
+    assert!(message.contains("branch `release` not found"), "{out}");
+}
+
+#[test]
+fn every_problem_of_a_compose_file_at_once_with_line_and_service_and_json() {
+    let talk = TalkProject::new();
+    talk.backend.write(
+        "docker-compose.yml",
+        "services:\n  api:\n    build: ./services/api\n    volumes:\n      - ./conf:/etc/conf\n      - /etc:/host-etc\n  web:\n    build: ./services/api\n    volumes: [\"${MEDIA_PATH}:/media\"]\n",
+    );
+    talk.backend.commit_and_push("three refused mounts");
+    let text = run_marvin(&talk.dir, Some(DEAD_DOCKER_HOST), &["plan", "dev"]);
+    assert_clean_failure(&text);
+    for line in [
+        "docker-compose.yml:5:7: service `api`: volumes: `./conf:/etc/conf` mounts a path relative",
+        "docker-compose.yml:6:7: service `api`: volumes: `/etc` is a host path",
+        "docker-compose.yml:9:5: service `web`: volumes: `:/media` has an empty source",
+    ] {
+        assert!(text.stderr.contains(line), "{line} in:\n{}", text.stderr);
+    }
+
+    let run = run_marvin(
+        &talk.dir,
+        Some(DEAD_DOCKER_HOST),
+        &["plan", "dev", "--json"],
+    );
+    assert_clean_failure(&run);
+    let out: Value = serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", run.stdout));
+    let problems = out["error"]["problems"].as_array().expect("error.problems");
+    let placed: Vec<(String, u64, String)> = problems
+        .iter()
+        .map(|p| {
+            (
+                p["file"].as_str().unwrap_or_default().to_string(),
+                p["line"].as_u64().unwrap_or_default(),
+                p["service"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        placed,
+        vec![
+            ("docker-compose.yml".to_string(), 5, "api".to_string()),
+            ("docker-compose.yml".to_string(), 6, "api".to_string()),
+            ("docker-compose.yml".to_string(), 9, "web".to_string()),
+        ],
+        "{out}"
     );
 }
 

@@ -1176,31 +1176,139 @@ fn a_host_path_from_a_branch_is_refused_unless_the_environment_allows_it() {
 }
 
 #[test]
-fn privileged_host_network_pid_and_capabilities_from_a_branch_are_never_applied() {
+fn privileged_host_network_pid_and_capabilities_from_a_branch_are_refused_not_applied() {
     let talk = TalkProject::new();
     talk.backend.write(
         "docker-compose.yml",
         "services:\n  api:\n    build: ./services/api\n    privileged: true\n    network_mode: host\n    pid: host\n    cap_add: [SYS_ADMIN]\n",
     );
     talk.backend.commit_and_push("ask for the host");
+    // Nothing reaches the engine: the plan is refused, each field at its line.
+    let err = talk.plan_err("dev");
+    for (line, written, field) in [
+        (4, "privileged: true", "privileged"),
+        (5, "network_mode: host", "network_mode"),
+        (6, "pid: host", "pid"),
+        (7, "cap_add: [SYS_ADMIN]", "cap_add"),
+    ] {
+        assert!(
+            err.contains(&format!(
+                "docker-compose.yml:{line}:5: service `api`: `{written}` gives the container power over the host, and dev does not allow it"
+            )) && err.contains(&format!("`environments.dev.allow_powerful: [{field}]`")),
+            "{field}: {err}"
+        );
+    }
+}
+
+#[test]
+fn the_env_file_beside_the_compose_file_feeds_interpolation_below_the_vars() {
+    let talk = TalkProject::new();
+    talk.backend.write(
+        "docker-compose.yml",
+        &TALK_COMPOSE.replace(
+            "LOG_LEVEL: ${LOG_LEVEL:-warn}",
+            "LOG_LEVEL: ${LOG_LEVEL:-warn}\n      REGION: ${REGION}\n      TIER: ${TIER}\n      MISSING: ${NOT_SET_ANYWHERE}",
+        ),
+    );
+    // `.env` says LOG_LEVEL too, but the environment's `vars` win.
+    talk.backend.write(
+        ".env",
+        "# from git\nREGION=eu-west\nTIER='gold'\nLOG_LEVEL=trace\n",
+    );
+    talk.backend.commit_and_push(".env beside the compose file");
     let plan = talk.plan_ok("dev");
     let api = plan
         .desired
         .iter()
         .find(|d| d.service == "api")
         .expect("api is planned");
-    // The container spec is all the engine is given: none of it is there,
-    // and the container joins only its environment's network.
-    let spec = serde_json::to_string(&api.spec).unwrap().to_lowercase();
-    for asked in [
-        "privileged",
-        "network_mode",
-        "\"host\"",
-        "sys_admin",
-        "cap_add",
-        "\"pid\"",
+    let env: std::collections::BTreeMap<&str, &str> = api
+        .spec
+        .env
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(env["REGION"], "eu-west");
+    assert_eq!(env["TIER"], "gold");
+    assert_eq!(env["LOG_LEVEL"], "debug", "marvin.yml's vars win over .env");
+    assert_eq!(env["MISSING"], "");
+    assert_eq!(
+        plan.warnings,
+        vec![
+            "docker-compose.yml: services.api.environment.MISSING: variable `NOT_SET_ANYWHERE` is not set; using an empty string"
+        ]
+    );
+    let text = marvin_core::report::plan_text(&plan);
+    assert!(
+        text.contains("warning: docker-compose.yml: services.api.environment.MISSING: variable `NOT_SET_ANYWHERE` is not set"),
+        "{text}"
+    );
+}
+
+#[test]
+fn powerful_and_unapplied_fields_are_refused_with_the_line_to_add() {
+    let talk = TalkProject::new();
+    talk.backend.write(
+        "docker-compose.yml",
+        &TALK_COMPOSE.replace(
+            "    depends_on: [db]\n",
+            "    depends_on: [db]\n    cap_add: [NET_ADMIN]\n    privileged: true\n    devices: [\"/dev/fuse:/dev/fuse\"]\n    pid: host\n    ipc: host\n    network_mode: host\n    runtime: runc\n    security_opt: [\"seccomp:unconfined\"]\n    oom_score_adj: 5\n",
+        ),
+    );
+    talk.backend.commit_and_push("a powerful api");
+    let err = talk.plan_err("dev");
+    for (field, written) in [
+        ("cap_add", "cap_add: [NET_ADMIN]"),
+        ("privileged", "privileged: true"),
+        ("devices", "devices: [/dev/fuse:/dev/fuse]"),
+        ("pid", "pid: host"),
+        ("ipc", "ipc: host"),
+        ("network_mode", "network_mode: host"),
+        ("runtime", "runtime: runc"),
+        ("security_opt", "security_opt: [seccomp:unconfined]"),
     ] {
-        assert!(!spec.contains(asked), "{asked} reached the spec: {spec}");
+        assert!(
+            err.contains(&format!(
+                "service `api`: `{written}` gives the container power over the host, and dev does not allow it"
+            )),
+            "{field} is refused: {err}"
+        );
+        assert!(
+            err.contains(&format!("`environments.dev.allow_powerful: [{field}]`")),
+            "the line to add for {field}: {err}"
+        );
     }
-    assert!(api.spec.network.ends_with("-dev"), "{}", api.spec.network);
+    assert!(
+        err.contains("service `api`: `oom_score_adj` is not applied by Marvin"),
+        "{err}"
+    );
+    // Every problem at once, each at its line.
+    assert!(err.lines().count() >= 9, "{err}");
+    assert!(
+        err.lines().all(|l| l.starts_with("docker-compose.yml:")),
+        "{err}"
+    );
+
+    // An environment that allows them plans (the unapplied field removed).
+    talk.backend.write(
+        "docker-compose.yml",
+        &TALK_COMPOSE.replace(
+            "    depends_on: [db]\n",
+            "    depends_on: [db]\n    cap_add: [NET_ADMIN]\n    privileged: true\n",
+        ),
+    );
+    talk.backend.commit_and_push("allowed powers only");
+    talk.write_environments(&marvin_tests::TALK_ENVIRONMENTS.replacen(
+        "    branch: develop\n",
+        "    branch: develop\n    allow_powerful: [cap_add, privileged]\n",
+        1,
+    ));
+    let plan = talk.plan_ok("dev");
+    let api = plan
+        .desired
+        .iter()
+        .find(|d| d.service == "api")
+        .expect("api");
+    assert_eq!(api.spec.options.cap_add, vec!["NET_ADMIN"]);
+    assert!(api.spec.options.privileged);
 }

@@ -39,8 +39,22 @@ pub fn interpolate(
     vars: &BTreeMap<String, String>,
 ) -> Result<Vec<String>, ComposeError> {
     let mut warnings = Vec::new();
-    walk(doc, &KeyPath::default(), file, vars, &mut warnings)?;
-    Ok(warnings)
+    let mut errors = Vec::new();
+    walk(
+        doc,
+        &KeyPath::default(),
+        file,
+        vars,
+        &mut warnings,
+        &mut errors,
+    );
+    match errors.len() {
+        0 => Ok(warnings),
+        1 => Err(errors.remove(0)),
+        _ => Err(ComposeError::Problems {
+            problems: errors.iter().flat_map(ComposeError::problems).collect(),
+        }),
+    }
 }
 
 fn walk(
@@ -49,7 +63,8 @@ fn walk(
     file: &str,
     vars: &BTreeMap<String, String>,
     warnings: &mut Vec<String>,
-) -> Result<(), ComposeError> {
+    errors: &mut Vec<ComposeError>,
+) {
     match value {
         Value::String(s) => {
             let done = interpolate_str(s, vars).map_err(|e| match e {
@@ -64,7 +79,14 @@ fn walk(
                     path: path.to_string(),
                     message,
                 },
-            })?;
+            });
+            let done = match done {
+                Ok(done) => done,
+                Err(e) => {
+                    errors.push(e);
+                    return;
+                }
+            };
             for name in &done.unset {
                 warnings.push(format!(
                     "{file}: {path}: variable `{name}` is not set; using an empty string"
@@ -74,17 +96,16 @@ fn walk(
         }
         Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
-                walk(item, &path.index(i), file, vars, warnings)?;
+                walk(item, &path.index(i), file, vars, warnings, errors);
             }
         }
         Value::Object(map) => {
             for (k, v) in map.iter_mut() {
-                walk(v, &path.key(k), file, vars, warnings)?;
+                walk(v, &path.key(k), file, vars, warnings, errors);
             }
         }
         Value::Null | Value::Bool(_) | Value::Number(_) => {}
     }
-    Ok(())
 }
 
 /// Interpolate one string with compose rules (the forms are listed in [`crate::compose`]).

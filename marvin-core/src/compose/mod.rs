@@ -10,8 +10,13 @@
 //!    contains `{{` (Go templates such as `{{.Name}}` or `{{ json .State }}`)
 //!    is left exactly as written. To write a placeholder literally, write its
 //!    braces as `{{ '{{' }}` and `{{ '}}' }}`: `{{ '{{' }} NAME }}` gives
-//!    `{{ NAME }}`. Placeholders inside YAML comments are filled too (the text
-//!    is not YAML yet), so an unknown name there is an error as well.
+//!    `{{ NAME }}`. YAML comments are copied as written, placeholders and
+//!    all (a `#` at the start of a line's content or after a space, outside
+//!    quotes and block scalars). A name that is not a variable is an error
+//!    when it has no lower-case letter (`{{ NOPE }}`: Marvin's variables are
+//!    upper case by convention, so it is a typo), and is kept as written
+//!    otherwise (`{{username}}`, another tool's template). See
+//!    `docs/compose.md`.
 //! 2. [`parse`] reads the YAML (errors carry file, line and column) and
 //!    applies merge keys (`<<: *java`, also chained and nested), giving a JSON
 //!    value.
@@ -31,7 +36,9 @@
 //! strings, not booleans.
 
 mod document;
+mod fields;
 mod interpolate;
+mod locate;
 mod model;
 mod ports;
 mod schema;
@@ -42,9 +49,11 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 pub use document::{Format, normalize, parse};
+pub use fields::parse_bytes;
 pub use interpolate::{Interpolation, InterpolationError, interpolate, interpolate_str};
+pub use locate::locate;
 pub use model::{Build, ComposeFile, DependsOn, Healthcheck, Service, Size, model};
-pub use ports::{PortMapping, parse_port};
+pub use ports::{PortMapping, parse_expose, parse_port, transport_protocol};
 pub use schema::validate;
 pub use template::template;
 pub use words::split_words;
@@ -61,13 +70,184 @@ pub fn render(
     vars: &BTreeMap<String, String>,
 ) -> Result<ComposeFile, ComposeError> {
     let text = template(text, file, vars)?;
-    let mut doc = parse(&text, file)?;
-    let warnings = interpolate(&mut doc, file, vars)?;
-    let (doc, format) = normalize(doc, file)?;
-    validate(&doc, file, format)?;
-    let mut compose = model(&doc, file, format, vars)?;
-    compose.warnings = warnings;
+    let steps = || {
+        let mut doc = parse(&text, file)?;
+        let warnings = interpolate(&mut doc, file, vars)?;
+        let (doc, format) = normalize(doc, file)?;
+        validate(&doc, file, format)?;
+        let mut compose = model(&doc, file, format, vars)?;
+        compose.warnings.splice(0..0, warnings);
+        Ok(compose)
+    };
+    let mut compose = steps().map_err(|e: ComposeError| e.located(&text))?;
+    compose.source = text;
     Ok(compose)
+}
+
+/// One problem of a compose file, with where it is written.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SourceProblem {
+    /// The file, as the caller named it.
+    pub file: String,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// 1-based column, when known.
+    pub column: Option<usize>,
+    /// The service the problem is in, if any.
+    pub service: Option<String>,
+    /// Key path such as `services.web.ports[0]`; empty when not known.
+    pub path: String,
+    /// What is wrong and, where possible, what would be right.
+    pub message: String,
+}
+
+impl fmt::Display for SourceProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+            if let Some(column) = self.column {
+                write!(f, ":{column}")?;
+            }
+        }
+        if !self.path.is_empty() {
+            write!(f, ": {}", self.path)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// The service a key path is in: `services.web.ports` → `web`. In the v1
+/// layout (no `services:`), any first key that is not a top-level section.
+pub(crate) fn service_of(path: &str) -> Option<String> {
+    let mut parts = path.split(['.', '[']);
+    match parts.next()? {
+        "services" => parts.next().map(str::to_string),
+        "" | "version" | "volumes" | "networks" | "secrets" | "configs" | "include" | "name" => {
+            None
+        }
+        x if x.starts_with("x-") => None,
+        x => Some(x.to_string()),
+    }
+}
+
+impl ComposeError {
+    /// Every problem this error stands for, each with its place when known.
+    pub fn problems(&self) -> Vec<SourceProblem> {
+        let one =
+            |file: &str, location: Option<Location>, path: &str, message: String| SourceProblem {
+                file: file.to_string(),
+                line: location.map(|l| l.line),
+                column: location.map(|l| l.column),
+                service: service_of(path),
+                path: path.to_string(),
+                message,
+            };
+        match self {
+            ComposeError::UnknownTemplateVariable {
+                file,
+                line,
+                column,
+                name,
+                hint,
+            } => vec![one(
+                file,
+                Some(Location {
+                    line: *line,
+                    column: *column,
+                }),
+                "",
+                format!("unknown template variable `{name}`; {hint}"),
+            )],
+            ComposeError::Syntax {
+                file,
+                location,
+                message,
+            } => vec![one(file, *location, "", message.clone())],
+            ComposeError::Interpolation {
+                file,
+                path,
+                message,
+            } => vec![one(
+                file,
+                None,
+                path,
+                format!("invalid interpolation: {message}"),
+            )],
+            ComposeError::RequiredVariable {
+                file,
+                path,
+                name,
+                message,
+            } => vec![one(
+                file,
+                None,
+                path,
+                format!("{}{}", required_text(name), colon(message)) + &where_to_set(name, file),
+            )],
+            ComposeError::Invalid {
+                file,
+                path,
+                message,
+            } => vec![one(file, None, path, message.clone())],
+            ComposeError::Schema { file, problems } => problems
+                .iter()
+                .map(|p| one(file, None, &p.path, p.message.clone()))
+                .collect(),
+            ComposeError::Problems { problems } => problems.clone(),
+        }
+    }
+
+    /// The same error with line and column found in `text` for every
+    /// problem that has only a key path. Errors that already say where
+    /// they are (syntax, template) are kept as they are.
+    pub fn located(self, text: &str) -> ComposeError {
+        if matches!(
+            self,
+            ComposeError::UnknownTemplateVariable { .. }
+                | ComposeError::Syntax { .. }
+                | ComposeError::Problems { .. }
+        ) {
+            return self;
+        }
+        let problems = self
+            .problems()
+            .into_iter()
+            .map(|mut p| {
+                if p.line.is_none() && !p.path.is_empty() {
+                    // An unknown key is placed at the key itself, not its parent.
+                    let key = p
+                        .message
+                        .strip_prefix("unknown key `")
+                        .and_then(|rest| rest.split_once('`'))
+                        .map(|(key, _)| format!("{}.{key}", p.path));
+                    if let Some(at) = locate(text, key.as_deref().unwrap_or(&p.path)) {
+                        p.line = Some(at.line);
+                        p.column = Some(at.column);
+                    }
+                }
+                p
+            })
+            .collect::<Vec<_>>();
+        let mut problems = problems;
+        // In the order of the file; problems with no line keep their place at the end.
+        problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
+        ComposeError::Problems { problems }
+    }
+}
+
+fn required_text(name: &str) -> String {
+    format!("variable `{name}` is required")
+}
+
+/// Where a required variable can be given a value.
+fn where_to_set(name: &str, file: &str) -> String {
+    let dir = file
+        .rsplit_once('/')
+        .map_or(String::new(), |(d, _)| format!("{d}/"));
+    format!(
+        "; set `{name}` in the environment's `vars` in marvin.yml, or in `{dir}.env` beside the compose file"
+    )
 }
 
 /// One thing the compose schema rejected, at a key path.
@@ -118,9 +298,10 @@ pub enum ComposeError {
     },
     /// `${VAR:?message}` or `${VAR?message}` met an unset (or empty) variable.
     #[error(
-        "{}: variable `{name}` is required{}",
+        "{}: variable `{name}` is required{}{}",
         at_path(file, path),
-        colon(message)
+        colon(message),
+        where_to_set(name, file)
     )]
     RequiredVariable {
         /// The file, as the caller named it.
@@ -150,6 +331,17 @@ pub enum ComposeError {
         /// Every problem found, most specific first.
         problems: Vec<Problem>,
     },
+    /// Several problems, or problems placed at a line: one line each.
+    #[error("{}", problem_lines(problems))]
+    Problems {
+        /// Every problem found, in the order of the file.
+        problems: Vec<SourceProblem>,
+    },
+}
+
+fn problem_lines(problems: &[SourceProblem]) -> String {
+    let lines: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    lines.join("\n")
 }
 
 fn at_location(file: &str, location: &Option<Location>) -> String {

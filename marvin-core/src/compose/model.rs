@@ -26,6 +26,10 @@ pub struct ComposeFile {
     pub networks: BTreeMap<String, Value>,
     /// Things that worked but deserve a look (unset variables that became "").
     pub warnings: Vec<String>,
+    /// The text the model was read from (after `{{ }}` templating), to
+    /// place later problems at their line with [`super::locate`].
+    #[serde(skip)]
+    pub source: String,
 }
 
 /// One service.
@@ -71,6 +75,14 @@ pub struct Service {
     pub size: Option<Size>,
     /// Replica count from `deploy.replicas` (or `scale`).
     pub replicas: Option<u64>,
+    /// Further fields applied to the container (docs/compose.md).
+    pub options: crate::engine::ContainerOptions,
+    /// Memory limit in bytes from `mem_limit` or `deploy.resources.limits.memory` (wins over `size`).
+    pub memory_limit: Option<i64>,
+    /// CPU limit in billionths from `cpus` or `deploy.resources.limits.cpus` (wins over `size`).
+    pub nano_cpus: Option<i64>,
+    /// Fields written that Marvin does not apply: refused when the environment is planned.
+    pub unapplied: Vec<String>,
 }
 
 /// How a service's image is built.
@@ -191,10 +203,13 @@ pub fn model(
     let reader = Reader { file, format, vars };
     let root = KeyPath::default();
     let mut services = BTreeMap::new();
+    let mut warnings = Vec::new();
     if let Some(value) = doc.get("services") {
         let path = root.key("services");
         for (name, service) in reader.object(value, &path)? {
-            services.insert(name.clone(), reader.service(service, &path.key(name))?);
+            let (service, more) = reader.service(service, &path.key(name))?;
+            services.insert(name.clone(), service);
+            warnings.extend(more);
         }
     }
     Ok(ComposeFile {
@@ -202,7 +217,8 @@ pub fn model(
         services,
         volumes: reader.named(doc.get("volumes"), &root.key("volumes"))?,
         networks: reader.named(doc.get("networks"), &root.key("networks"))?,
-        warnings: Vec::new(),
+        warnings,
+        source: String::new(),
     })
 }
 
@@ -226,8 +242,13 @@ impl Reader<'_> {
         invalid(self.file, &path, message)
     }
 
-    fn service(&self, value: &Value, path: &KeyPath) -> Result<Service, ComposeError> {
+    fn service(
+        &self,
+        value: &Value,
+        path: &KeyPath,
+    ) -> Result<(Service, Vec<String>), ComposeError> {
         let s = self.object(value, path)?;
+        let fields = super::fields::read(s, path, self.file, &|p, m| self.error(p, m))?;
         let get = |key: &str| s.get(key).filter(|v| !v.is_null());
         let at = |key: &str| path.key(key);
         let platform = get("platform")
@@ -255,7 +276,7 @@ impl Reader<'_> {
             };
             return Err(self.error(path, why));
         }
-        Ok(Service {
+        let service = Service {
             build: get("build")
                 .map(|v| self.build(v, &at("build"), platform.as_deref()))
                 .transpose()?,
@@ -329,7 +350,12 @@ impl Reader<'_> {
                 (_, Some(v)) => Some(self.count(v, &at("scale"))?),
                 _ => None,
             },
-        })
+            options: fields.options,
+            memory_limit: fields.memory_limit,
+            nano_cpus: fields.nano_cpus,
+            unapplied: fields.unapplied,
+        };
+        Ok((service, fields.warnings))
     }
 
     fn build(

@@ -10,8 +10,42 @@ pub struct PortMapping {
     pub published: Option<String>,
     /// Container port.
     pub target: u16,
-    /// `tcp` (the default), `udp` or `sctp`.
+    /// `tcp` (the default), `udp` or `sctp`; the application hints `http`,
+    /// `https` and `grpc` are read as `tcp`.
     pub protocol: String,
+}
+
+/// The engine's protocol for a port's `/PROTOCOL` suffix: `tcp`, `udp` and
+/// `sctp` as written; the application hints `http`, `https`, `http2` and
+/// `grpc` (which some stacks write after a port) are `tcp`; anything else is
+/// `None`. Case does not matter.
+pub fn transport_protocol(suffix: &str) -> Option<&'static str> {
+    match suffix.to_ascii_lowercase().as_str() {
+        "tcp" | "http" | "https" | "http2" | "grpc" => Some("tcp"),
+        "udp" => Some("udp"),
+        "sctp" => Some("sctp"),
+        _ => None,
+    }
+}
+
+/// An `expose` entry (`8080`, `8080/http`, `8000-8010/udp`) as the engine's
+/// keys (`8080/tcp`, ...), one per port.
+pub fn parse_expose(spec: &str) -> Result<Vec<String>, String> {
+    let bad = |why: &str| format!("expose `{spec}` {why}; write `PORT[/PROTOCOL]`, e.g. `8080`");
+    let (ports, protocol) = match spec.rsplit_once('/') {
+        Some((ports, p)) => (
+            ports,
+            transport_protocol(p).ok_or_else(|| {
+                bad("has an unknown protocol (tcp, udp, sctp; http, https, grpc mean tcp)")
+            })?,
+        ),
+        None => (spec, "tcp"),
+    };
+    let ports = range(ports.trim()).ok_or_else(|| bad("has no valid port"))?;
+    Ok(ports
+        .into_iter()
+        .map(|p| format!("{p}/{protocol}"))
+        .collect())
 }
 
 /// Read a short-syntax port spec. Ranges on both sides (`8000-8001:80-81`)
@@ -24,8 +58,14 @@ pub fn parse_port(spec: &str) -> Result<Vec<PortMapping>, String> {
         )
     };
     let (rest, protocol) = match spec.rsplit_once('/') {
-        Some((rest, p)) if matches!(p, "tcp" | "udp" | "sctp") => (rest, p),
-        Some(_) => return Err(bad("has an unknown protocol (tcp, udp, sctp)")),
+        Some((rest, p)) => match transport_protocol(p) {
+            Some(p) => (rest, p),
+            None => {
+                return Err(bad(
+                    "has an unknown protocol (tcp, udp, sctp; http, https, grpc mean tcp)",
+                ));
+            }
+        },
         None => (spec, "tcp"),
     };
     let (host_ip, published, target) = if let Some(bracketed) = rest.strip_prefix('[') {

@@ -87,6 +87,56 @@ fn text_that_is_not_a_placeholder_is_kept() {
 }
 
 #[test]
+fn placeholders_in_yaml_comments_are_left_as_written() {
+    let v = vars(&[("X", "1")]);
+    let text = "# {{ NOPE }} at the top\nservices: # {{ X }}\n  web:\n    image: a:{{ X }}\n    environment:\n      # LDAP_FILTER: '(uid={{username}})'\n      #{{ ALSO_NOPE }}\n      A: 'x # {{ X }}'\n      B: \"y # {{ X }}\"\n      C: z#{{ X }}\n";
+    assert_eq!(
+        template(text, "f", &v).unwrap(),
+        "# {{ NOPE }} at the top\nservices: # {{ X }}\n  web:\n    image: a:1\n    environment:\n      # LDAP_FILTER: '(uid={{username}})'\n      #{{ ALSO_NOPE }}\n      A: 'x # 1'\n      B: \"y # 1\"\n      C: z#1\n"
+    );
+}
+
+#[test]
+fn a_hash_inside_a_block_scalar_is_text_and_its_placeholders_are_filled() {
+    let v = vars(&[("X", "1")]);
+    let text = "services:\n  web:\n    image: a\n    command: |\n      echo # {{ X }}\n\n      echo {{ X }}\n    # {{ NOPE }}\n    labels:\n      - >-\n        a # {{ X }}\n";
+    assert_eq!(
+        template(text, "f", &v).unwrap(),
+        "services:\n  web:\n    image: a\n    command: |\n      echo # 1\n\n      echo 1\n    # {{ NOPE }}\n    labels:\n      - >-\n        a # 1\n"
+    );
+    let e = template("a: |\n  x\nb: {{ NOPE }}\n", "f", &v).unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("f:3:4: unknown template variable `NOPE`"),
+        "{e}"
+    );
+}
+
+#[test]
+fn unknown_lower_case_names_are_another_tools_template_and_kept() {
+    let v = vars(&[("X", "1"), ("env.file", "e")]);
+    let text = "a: '(uid={{username}}) {{ .Name }} {{ json . }} {{ env.file }} {{ Name }}'";
+    assert_eq!(
+        template(text, "f", &v).unwrap(),
+        "a: '(uid={{username}}) {{ .Name }} {{ json . }} e {{ Name }}'"
+    );
+    for upper in ["{{ NOPE }}", "{{NOPE_2}}", "{{ A.B }}"] {
+        let e = template(&format!("a: {upper}"), "f", &v).unwrap_err();
+        assert!(
+            e.to_string().contains("unknown template variable"),
+            "{upper}: {e}"
+        );
+    }
+}
+
+#[test]
+fn a_commented_out_line_does_not_break_a_whole_file() {
+    let text = "services:\n  web:\n    image: a\n    environment:\n      # LDAP_FILTER: '(uid={{username}})'\n      # OTHER: {{ NOT_SET }}\n      A: b\n";
+    let file = render(text, "docker-compose.yml", &vars(&[])).unwrap();
+    assert_eq!(file.services["web"].environment.len(), 1);
+}
+
+#[test]
 fn quoted_braces_write_a_literal_placeholder() {
     assert_eq!(
         template("a: \"{{ '{{' }} NAME {{ '}}' }}\"", "f", &vars(&[])).unwrap(),
@@ -191,7 +241,7 @@ fn required_variable_error_names_the_key_path_and_message() {
     let text = "services:\n  web:\n    image: x\n    environment:\n      DB: ${DB_HOST:?db host missing}\n";
     assert_eq!(
         err(text),
-        "docker-compose.yml: services.web.environment.DB: variable `DB_HOST` is required: db host missing"
+        "docker-compose.yml:5:7: services.web.environment.DB: variable `DB_HOST` is required: db host missing; set `DB_HOST` in the environment's `vars` in marvin.yml, or in `.env` beside the compose file"
     );
 }
 
@@ -200,7 +250,7 @@ fn required_variable_without_message_reads_cleanly() {
     let text = "services:\n  web:\n    image: ${IMAGE?}\n";
     assert_eq!(
         err(text),
-        "docker-compose.yml: services.web.image: variable `IMAGE` is required"
+        "docker-compose.yml:3:5: services.web.image: variable `IMAGE` is required; set `IMAGE` in the environment's `vars` in marvin.yml, or in `.env` beside the compose file"
     );
 }
 
@@ -209,7 +259,7 @@ fn bad_interpolation_names_the_key_path() {
     let text = "services:\n  web:\n    image: x\n    command: [\"echo\", \"${OOPS\"]\n";
     assert_eq!(
         err(text),
-        "docker-compose.yml: services.web.command[1]: invalid interpolation: `${` is not closed by `}` in `${OOPS`"
+        "docker-compose.yml:4:5: services.web.command[1]: invalid interpolation: `${` is not closed by `}` in `${OOPS`"
     );
 }
 
@@ -283,7 +333,7 @@ multi:\n    <<: [*java, *base]\n");
 fn merge_key_of_a_scalar_is_an_error_with_its_path() {
     assert_eq!(
         err("services:\n  web:\n    <<: 3\n"),
-        "docker-compose.yml: services.web.<<: a merge key (`<<`) takes a mapping or a list of mappings (`*anchor`)"
+        "docker-compose.yml:3:5: services.web.<<: a merge key (`<<`) takes a mapping or a list of mappings (`*anchor`)"
     );
 }
 
@@ -355,7 +405,7 @@ fn v1_keeps_version_and_extensions_out_of_the_services() {
 fn v1_errors_use_the_paths_as_written() {
     assert_eq!(
         err("web:\n  imgae: nginx\n"),
-        "docker-compose.yml: web: unknown key `imgae`; did you mean `image`?"
+        "docker-compose.yml:2:3: web: unknown key `imgae`; did you mean `image`?"
     );
 }
 
@@ -379,7 +429,7 @@ fn unquoted_numeric_version_is_accepted() {
 fn unknown_service_key_suggests_the_schema_key() {
     assert_eq!(
         err("services:\n  web:\n    imgae: nginx\n"),
-        "docker-compose.yml: services.web: unknown key `imgae`; did you mean `image`?"
+        "docker-compose.yml:3:5: services.web: unknown key `imgae`; did you mean `image`?"
     );
 }
 
@@ -387,7 +437,7 @@ fn unknown_service_key_suggests_the_schema_key() {
 fn unknown_nested_key_suggests_from_its_own_schema() {
     assert_eq!(
         err("services:\n  web:\n    build:\n      contxt: .\n"),
-        "docker-compose.yml: services.web.build: unknown key `contxt`; did you mean `context`?"
+        "docker-compose.yml:4:7: services.web.build: unknown key `contxt`; did you mean `context`?"
     );
 }
 
@@ -404,11 +454,11 @@ fn unknown_top_level_key_is_rejected() {
 fn wrong_type_names_the_path_and_what_was_expected() {
     assert_eq!(
         err("services:\n  web:\n    image: a\n    ports:\n      - [80]\n"),
-        "docker-compose.yml: services.web.ports[0]: expected a number, a string or a mapping, found a list"
+        "docker-compose.yml:5:7: services.web.ports[0]: expected a number, a string or a mapping, found a list"
     );
     assert_eq!(
         err("services:\n  web:\n    image: a\n    restart: [always]\n"),
-        "docker-compose.yml: services.web.restart: expected a string, found a list"
+        "docker-compose.yml:4:5: services.web.restart: expected a string, found a list"
     );
 }
 
@@ -418,7 +468,7 @@ fn wrong_type_inside_a_long_form_points_inside_it() {
         err("services:\n  web:\n    image: a\n    ports:\n      - target: 80\n        mode: [x]\n");
     assert_eq!(
         e,
-        "docker-compose.yml: services.web.ports[0].mode: expected a string, found a list"
+        "docker-compose.yml:6:9: services.web.ports[0].mode: expected a string, found a list"
     );
 }
 
@@ -427,8 +477,8 @@ fn every_problem_is_reported_one_per_line() {
     let e = err("services:\n  web:\n    imgae: a\n  db:\n    restart: [x]\n");
     assert_eq!(
         e,
-        "docker-compose.yml: services.db.restart: expected a string, found a list\n\
-docker-compose.yml: services.web: unknown key `imgae`; did you mean `image`?"
+        "docker-compose.yml:3:5: services.web: unknown key `imgae`; did you mean `image`?\n\
+docker-compose.yml:5:5: services.db.restart: expected a string, found a list"
     );
 }
 
@@ -490,7 +540,7 @@ fn command_string_is_split_like_a_shell() {
 fn command_with_unclosed_quote_is_an_error_with_its_path() {
     assert_eq!(
         err("services:\n  web:\n    image: a\n    command: echo 'oops\n"),
-        "docker-compose.yml: services.web.command: unclosed `'` in `echo 'oops`"
+        "docker-compose.yml:4:5: services.web.command: unclosed `'` in `echo 'oops`"
     );
 }
 
@@ -673,7 +723,7 @@ fn healthcheck_bad_duration_names_its_path() {
         "services:\n  web:\n    image: a\n    healthcheck:\n      test: [\"CMD\", \"true\"]\n      interval: soon\n",
     );
     assert!(
-        e.starts_with("docker-compose.yml: services.web.healthcheck.interval: "),
+        e.starts_with("docker-compose.yml:6:7: services.web.healthcheck.interval: "),
         "{e}"
     );
 }
@@ -750,7 +800,7 @@ fn size_and_x_size_map_to_limits() {
 fn unknown_size_suggests_the_closest() {
     assert_eq!(
         err("services:\n  web:\n    image: a\n    size: XXL\n"),
-        "docker-compose.yml: services.web.size: unknown size `XXL`; did you mean `XL` (or `XXS`)?"
+        "docker-compose.yml:4:5: services.web.size: unknown size `XXL`; did you mean `XL` (or `XXS`)?"
     );
 }
 
@@ -765,11 +815,29 @@ fn replicas_come_from_deploy_or_scale() {
 }
 
 #[test]
-fn other_valid_compose_keys_are_accepted_and_ignored() {
-    let web = service(
-        "    image: a\n    container_name: web-1\n    hostname: h\n    stop_signal: SIGINT\n    cap_add: [NET_ADMIN]\n    logging:\n      driver: json-file\n    secrets: [s]\n",
+fn further_service_fields_are_read_and_the_rest_named_as_unapplied() {
+    let file = ok(
+        "services:\n  web:\n    image: a\n    container_name: web-1\n    hostname: h\n    stop_signal: SIGINT\n    stop_grace_period: 1m30s\n    cap_add: [NET_ADMIN]\n    logging:\n      driver: json-file\n    mem_limit: 256m\n    cpus: 0.5\n    size: S\n    oom_score_adj: 5\n    network_mode: \"service:db\"\n    secrets: [s]\nsecrets:\n  s: {file: ./s.txt}\n",
     );
+    let web = &file.services["web"];
     assert_eq!(web.image.as_deref(), Some("a"));
+    assert_eq!(web.options.hostname.as_deref(), Some("h"));
+    assert_eq!(web.options.stop_signal.as_deref(), Some("SIGINT"));
+    assert_eq!(web.options.stop_timeout_s, Some(90));
+    assert_eq!(web.options.cap_add, vec!["NET_ADMIN"]);
+    assert_eq!(web.options.log_driver.as_deref(), Some("json-file"));
+    assert_eq!(web.memory_limit, Some(256 * 1024 * 1024));
+    assert_eq!(web.nano_cpus, Some(500_000_000));
+    assert_eq!(
+        web.unapplied,
+        vec!["oom_score_adj", "network_mode: service:db"]
+    );
+    assert_eq!(
+        file.warnings,
+        vec![
+            "docker-compose.yml: services.web.container_name: container_name `web-1` is ignored: Marvin names containers `<project>-<environment>-<service>` so that environments never collide"
+        ]
+    );
 }
 
 #[test]
@@ -784,7 +852,7 @@ fn rendering_runs_every_step() {
 fn invalid_service_name_says_what_names_may_be() {
     assert_eq!(
         err("services:\n  my web:\n    image: a\n"),
-        "docker-compose.yml: services: invalid name `my web`: it must match `^[a-zA-Z0-9._-]+$`"
+        "docker-compose.yml:1:1: services: invalid name `my web`: it must match `^[a-zA-Z0-9._-]+$`"
     );
 }
 
@@ -792,7 +860,7 @@ fn invalid_service_name_says_what_names_may_be() {
 fn pattern_mismatch_shows_the_pattern() {
     assert_eq!(
         err("services:\n  web:\n    image: a\n    container_name: x\n"),
-        "docker-compose.yml: services.web.container_name: \"x\" does not match `[a-zA-Z0-9][a-zA-Z0-9_.-]+`"
+        "docker-compose.yml:4:5: services.web.container_name: \"x\" does not match `[a-zA-Z0-9][a-zA-Z0-9_.-]+`"
     );
 }
 
@@ -800,10 +868,10 @@ fn pattern_mismatch_shows_the_pattern() {
 fn service_without_image_or_build_is_an_error() {
     assert_eq!(
         err("services:\n  web:\n    restart: always\n"),
-        "docker-compose.yml: services.web: a service needs `image` or `build`"
+        "docker-compose.yml:2:3: services.web: a service needs `image` or `build`"
     );
     assert_eq!(
         err("java:\n  image: java\nshared: &s\n  restart: always\n"),
-        "docker-compose.yml: shared: a service needs `image` or `build` (in this format every top-level key is a service; start shared blocks with `x-`)"
+        "docker-compose.yml:3:1: shared: a service needs `image` or `build` (in this format every top-level key is a service; start shared blocks with `x-`)"
     );
 }

@@ -9,9 +9,10 @@ use std::time::Duration;
 use bollard::Docker;
 use bollard::errors::Error as BollardError;
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, EndpointSettings,
-    HealthConfig, HealthStatusEnum, HostConfig, NetworkCreateRequest, NetworkingConfig,
-    PortBinding as DockerPortBinding, RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
+    ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, DeviceMapping,
+    EndpointSettings, HealthConfig, HealthStatusEnum, HostConfig, HostConfigLogConfig,
+    NetworkCreateRequest, NetworkingConfig, PortBinding as DockerPortBinding, ResourcesUlimits,
+    RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     BuildImageOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
@@ -455,20 +456,49 @@ impl Engine for DockerEngine {
         &self,
         labels: &BTreeMap<String, String>,
     ) -> Result<Vec<ObservedContainer>, EngineError> {
+        // Ids from the summaries; the full state from inspecting each (the
+        // summary lacks exit codes and restart counts). Either answer may
+        // carry something bollard cannot read (a port type `0` left by
+        // another tool or an older Marvin): then the raw summary stands in,
+        // so one odd container never breaks `plan` for everyone.
         let docker = self.api().await?;
-        let options = ListContainersOptionsBuilder::new()
-            .all(true)
-            .filters(&label_filters(labels))
-            .build();
-        let summaries = docker
-            .list_containers(Some(options))
+        let filters = label_filters(labels);
+        let (ids, mut raw) = match docker
+            .list_containers(Some(
+                ListContainersOptionsBuilder::new()
+                    .all(true)
+                    .filters(&filters)
+                    .build(),
+            ))
             .await
-            .map_err(|e| self.fail("listing containers", e))?;
-        // The summary lacks exit codes and restart counts: inspect each.
-        let mut observed = Vec::with_capacity(summaries.len());
-        for id in summaries.into_iter().filter_map(|s| s.id) {
-            if let Some(container) = self.inspect_container(&id).await? {
-                observed.push(container);
+        {
+            Ok(summaries) => (summaries.into_iter().filter_map(|s| s.id).collect(), None),
+            Err(e) if is_unreadable(&e) => {
+                let raw = self.raw_container_list(&filters).await?;
+                let ids: Vec<String> = raw.iter().filter_map(summary_id).collect();
+                (ids, Some(raw))
+            }
+            Err(e) => return Err(self.fail("listing containers", e)),
+        };
+        let mut observed = Vec::with_capacity(ids.len());
+        for id in ids {
+            match docker.inspect_container(&id, None).await {
+                Ok(response) => observed.push(self::observed(response)),
+                Err(e) if is_status(&e, 404) => {}
+                Err(e) if is_unreadable(&e) => {
+                    if raw.is_none() {
+                        raw = Some(self.raw_container_list(&filters).await?);
+                    }
+                    let summary = raw
+                        .iter()
+                        .flatten()
+                        .find(|s| summary_id(s).as_deref() == Some(id.as_str()));
+                    match summary.map(observed_from_summary) {
+                        Some(container) => observed.push(container),
+                        None => return Err(self.fail(&format!("inspecting container {id}"), e)),
+                    }
+                }
+                Err(e) => return Err(self.fail(&format!("inspecting container {id}"), e)),
             }
         }
         observed.sort_by(|a, b| a.name.cmp(&b.name));
@@ -630,7 +660,7 @@ impl Engine for DockerEngine {
         let filters = label_filters(labels);
         let described = describe_labels(labels);
 
-        let containers = docker
+        let containers: Vec<String> = match docker
             .list_containers(Some(
                 ListContainersOptionsBuilder::new()
                     .all(true)
@@ -638,8 +668,17 @@ impl Engine for DockerEngine {
                     .build(),
             ))
             .await
-            .map_err(|e| self.fail(&format!("listing containers with {described}"), e))?;
-        for id in containers.into_iter().filter_map(|c| c.id) {
+        {
+            Ok(containers) => containers.into_iter().filter_map(|c| c.id).collect(),
+            Err(e) if is_unreadable(&e) => self
+                .raw_container_list(&filters)
+                .await?
+                .iter()
+                .filter_map(summary_id)
+                .collect(),
+            Err(e) => return Err(self.fail(&format!("listing containers with {described}"), e)),
+        };
+        for id in containers {
             self.force_remove_container(&id).await?;
         }
 
@@ -706,6 +745,29 @@ impl Engine for DockerEngine {
 }
 
 impl DockerEngine {
+    /// `GET /containers/json` read as plain JSON, for when bollard's typed
+    /// summaries cannot be read (a field value its models do not know).
+    async fn raw_container_list(
+        &self,
+        filters: &HashMap<String, Vec<String>>,
+    ) -> Result<Vec<serde_json::Value>, EngineError> {
+        let docker = self.api().await?;
+        let version = docker.client_version();
+        let filters = serde_json::to_string(filters).unwrap_or_default();
+        let path = format!(
+            "/v{}.{}/containers/json?all=1&filters={}",
+            version.major_version,
+            version.minor_version,
+            percent_encode(&filters)
+        );
+        let doing = "listing containers (as plain JSON)";
+        let body = raw_get(&self.host, &path)
+            .await
+            .map_err(|why| EngineError::Api(format!("{doing}: {why}")))?;
+        serde_json::from_slice(&body)
+            .map_err(|e| EngineError::Api(format!("{doing}: the engine's answer is not JSON: {e}")))
+    }
+
     /// A `NotReady` error carrying the container's last log lines.
     async fn not_ready(&self, container: &ObservedContainer, state: String) -> EngineError {
         let last_lines = self
@@ -804,6 +866,163 @@ fn observed(response: ContainerInspectResponse) -> ObservedContainer {
     }
 }
 
+/// The id of a raw container summary.
+fn summary_id(summary: &serde_json::Value) -> Option<String> {
+    summary.get("Id")?.as_str().map(str::to_string)
+}
+
+/// What a raw container summary says, for a container bollard cannot read.
+fn observed_from_summary(summary: &serde_json::Value) -> ObservedContainer {
+    let text = |key: &str| {
+        summary
+            .get(key)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+    };
+    let labels: BTreeMap<String, String> = summary
+        .get("Labels")
+        .and_then(|l| l.as_object())
+        .map(|l| {
+            l.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let status = text("Status");
+    let state = match text("State") {
+        "created" => ContainerState::Created,
+        "running" => ContainerState::Running,
+        "paused" => ContainerState::Paused,
+        "restarting" => ContainerState::Restarting,
+        // `Exited (137) 3 minutes ago`
+        "exited" => ContainerState::Exited {
+            code: status
+                .split_once('(')
+                .and_then(|(_, rest)| rest.split_once(')'))
+                .and_then(|(code, _)| code.parse().ok())
+                .unwrap_or_default(),
+        },
+        other => ContainerState::Other(other.to_string()),
+    };
+    let health = if status.contains("(healthy)") {
+        Some(HealthState::Healthy)
+    } else if status.contains("(unhealthy)") {
+        Some(HealthState::Unhealthy)
+    } else if status.contains("(health: starting)") {
+        Some(HealthState::Starting)
+    } else {
+        None
+    };
+    ObservedContainer {
+        id: text("Id").to_string(),
+        name: summary
+            .get("Names")
+            .and_then(|n| n.get(0))
+            .and_then(|n| n.as_str())
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_string(),
+        service: labels.get(LABEL_SERVICE).cloned().unwrap_or_default(),
+        labels,
+        image: text("Image").to_string(),
+        state,
+        health,
+        restart_count: 0,
+    }
+}
+
+/// Whether bollard got an answer but could not read it into its models.
+fn is_unreadable(e: &BollardError) -> bool {
+    matches!(
+        e,
+        BollardError::JsonDataError { .. } | BollardError::JsonSerdeError { .. }
+    )
+}
+
+/// Percent-encode a query value (everything but unreserved characters).
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// One HTTP/1.0 GET to the engine (`unix://`, `tcp://` or `http://` hosts),
+/// giving the body of a 200 answer.
+async fn raw_get(host: &str, path: &str) -> Result<Vec<u8>, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let request = format!("GET {path} HTTP/1.0\r\nHost: docker\r\n\r\n");
+    let mut answer = Vec::new();
+    let timeout = REQUEST_TIMEOUT;
+    let exchange = async {
+        if let Some(socket) = host.strip_prefix("unix://") {
+            let mut stream = tokio::net::UnixStream::connect(socket).await?;
+            stream.write_all(request.as_bytes()).await?;
+            stream.read_to_end(&mut answer).await?;
+        } else {
+            let address = host
+                .strip_prefix("tcp://")
+                .or_else(|| host.strip_prefix("http://"))
+                .unwrap_or(host)
+                .trim_end_matches('/');
+            let mut stream = tokio::net::TcpStream::connect(address).await?;
+            stream.write_all(request.as_bytes()).await?;
+            stream.read_to_end(&mut answer).await?;
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    tokio::time::timeout(timeout, exchange)
+        .await
+        .map_err(|_| format!("no answer within {}s", timeout.as_secs()))?
+        .map_err(|e| e.to_string())?;
+    let split = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("the engine's answer has no end of headers")?;
+    let head = String::from_utf8_lossy(&answer[..split]).to_string();
+    let body = answer[split + 4..].to_vec();
+    let status = head.lines().next().unwrap_or_default();
+    if status.split_whitespace().nth(1) != Some("200") {
+        return Err(format!(
+            "the engine answered `{status}`: {}",
+            String::from_utf8_lossy(&body).trim()
+        ));
+    }
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        return dechunk(&body);
+    }
+    Ok(body)
+}
+
+/// Undo HTTP chunked transfer encoding.
+fn dechunk(mut body: &[u8]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = body
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .ok_or("a chunk has no size line")?;
+        let size_text = String::from_utf8_lossy(&body[..line_end]);
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+            .map_err(|_| format!("bad chunk size `{size_text}`"))?;
+        body = &body[line_end + 2..];
+        if size == 0 {
+            return Ok(out);
+        }
+        let chunk = body.get(..size).ok_or("a chunk is cut short")?;
+        out.extend_from_slice(chunk);
+        body = body.get(size + 2..).unwrap_or_default();
+    }
+}
+
 /// The engine's create request for a spec.
 fn create_body(spec: &ContainerSpec) -> Result<ContainerCreateBody, EngineError> {
     let mut exposed: BTreeSet<String> = spec.expose.iter().map(|p| port_key(p)).collect();
@@ -858,13 +1077,81 @@ fn create_body(spec: &ContainerSpec) -> Result<ContainerCreateBody, EngineError>
             },
         )])),
     });
+    let o = &spec.options;
+    let some_vec = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
+    let host_network = o.host_network;
     let host_config = HostConfig {
         binds: (!binds.is_empty()).then_some(binds),
-        port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
-        network_mode: (!spec.network.is_empty()).then(|| spec.network.clone()),
+        port_bindings: (!port_bindings.is_empty() && !host_network).then_some(port_bindings),
+        network_mode: if host_network {
+            Some("host".to_string())
+        } else {
+            (!spec.network.is_empty()).then(|| spec.network.clone())
+        },
         restart_policy,
         nano_cpus: spec.nano_cpus,
         memory: spec.memory_bytes,
+        memory_reservation: o.memory_reservation,
+        cpu_shares: o.cpu_shares,
+        pids_limit: o.pids_limit,
+        init: o.init,
+        readonly_rootfs: o.read_only.then_some(true),
+        extra_hosts: some_vec(&o.extra_hosts),
+        dns: some_vec(&o.dns),
+        shm_size: o.shm_size,
+        tmpfs: (!o.tmpfs.is_empty()).then(|| {
+            o.tmpfs
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        }),
+        ulimits: (!o.ulimits.is_empty()).then(|| {
+            o.ulimits
+                .iter()
+                .map(|(name, (soft, hard))| ResourcesUlimits {
+                    name: Some(name.clone()),
+                    soft: Some(*soft),
+                    hard: Some(*hard),
+                })
+                .collect()
+        }),
+        sysctls: (!o.sysctls.is_empty()).then(|| {
+            o.sysctls
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        }),
+        cap_drop: some_vec(&o.cap_drop),
+        cap_add: some_vec(&o.cap_add),
+        privileged: o.privileged.then_some(true),
+        devices: (!o.devices.is_empty()).then(|| {
+            o.devices
+                .iter()
+                .map(|d| {
+                    let mut parts = d.splitn(3, ':');
+                    let host = parts.next().unwrap_or_default().to_string();
+                    let container = parts.next().map_or_else(|| host.clone(), str::to_string);
+                    DeviceMapping {
+                        path_on_host: Some(host),
+                        path_in_container: Some(container),
+                        cgroup_permissions: Some(parts.next().unwrap_or("rwm").to_string()),
+                    }
+                })
+                .collect()
+        }),
+        pid_mode: o.pid.clone(),
+        ipc_mode: o.ipc.clone(),
+        runtime: o.runtime.clone(),
+        security_opt: some_vec(&o.security_opt),
+        log_config: o.log_driver.as_ref().map(|driver| HostConfigLogConfig {
+            typ: Some(driver.clone()),
+            config: (!o.log_options.is_empty()).then(|| {
+                o.log_options
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            }),
+        }),
         ..Default::default()
     };
     Ok(ContainerCreateBody {
@@ -885,8 +1172,17 @@ fn create_body(spec: &ContainerSpec) -> Result<ContainerCreateBody, EngineError>
         }),
         working_dir: spec.working_dir.clone(),
         user: spec.user.clone(),
+        stop_signal: o.stop_signal.clone(),
+        stop_timeout: o.stop_timeout_s,
+        tty: o.tty.then_some(true),
+        open_stdin: o.stdin_open.then_some(true),
+        hostname: o.hostname.clone(),
         host_config: Some(host_config),
-        networking_config,
+        networking_config: if host_network {
+            None
+        } else {
+            networking_config
+        },
         ..Default::default()
     })
 }

@@ -73,6 +73,109 @@ pub struct ContainerSpec {
     /// left out of the encoding when unset, so single-engine deploy keys do not change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicas: Option<u64>,
+    /// Further compose fields applied to the container (stop signal, init,
+    /// capabilities, ulimits, ...): left out of the encoding when all unset,
+    /// so deploy keys of services that use none of them do not change.
+    #[serde(default, skip_serializing_if = "ContainerOptions::is_empty")]
+    pub options: ContainerOptions,
+}
+
+/// Compose service fields applied to a container beyond the basics
+/// (docs/compose.md lists how each is read). Empty by default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerOptions {
+    /// `stop_signal`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<String>,
+    /// `stop_grace_period`, in whole seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_timeout_s: Option<i64>,
+    /// `init`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<bool>,
+    /// `tty`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub tty: bool,
+    /// `stdin_open`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub stdin_open: bool,
+    /// `read_only`: the root filesystem is read-only.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub read_only: bool,
+    /// `hostname`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// `extra_hosts`, as `host:ip`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_hosts: Vec<String>,
+    /// `dns` servers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<String>,
+    /// `shm_size`, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shm_size: Option<i64>,
+    /// `tmpfs` mounts: container path to mount options (may be empty).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tmpfs: BTreeMap<String, String>,
+    /// `ulimits`: name to (soft, hard).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ulimits: BTreeMap<String, (i64, i64)>,
+    /// `sysctls`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sysctls: BTreeMap<String, String>,
+    /// `cap_drop`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_drop: Vec<String>,
+    /// `cap_add` (only when the environment allows it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_add: Vec<String>,
+    /// `privileged` (only when the environment allows it).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub privileged: bool,
+    /// `devices`, as `host:container[:permissions]` (only when allowed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub devices: Vec<String>,
+    /// `pid` (`host`, only when allowed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<String>,
+    /// `ipc` (`host` only when allowed; `private`, `shareable`, `none`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipc: Option<String>,
+    /// `network_mode: host` (only when allowed): no environment network.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub host_network: bool,
+    /// `runtime` (only when allowed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
+    /// `security_opt` (only when allowed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub security_opt: Vec<String>,
+    /// Memory reservation in bytes (`mem_reservation`, `deploy.resources.reservations.memory`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_reservation: Option<i64>,
+    /// CPU shares from `deploy.resources.reservations.cpus` (1024 per CPU) or `cpu_shares`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_shares: Option<i64>,
+    /// `pids_limit` or `deploy.resources.limits.pids`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids_limit: Option<i64>,
+    /// `logging.driver`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_driver: Option<String>,
+    /// `logging.options`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub log_options: BTreeMap<String, String>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl ContainerOptions {
+    /// Whether nothing is set.
+    pub fn is_empty(&self) -> bool {
+        *self == ContainerOptions::default()
+    }
 }
 
 /// A published port.
