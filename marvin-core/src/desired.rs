@@ -10,6 +10,7 @@ use crate::engine::{
     ContainerSpec, Health, LABEL_BUILD_KEY, LABEL_COMMITS, LABEL_DEPLOY_KEY, LABEL_ENV,
     LABEL_PROJECT, LABEL_ROLE, LABEL_SERVICE, Mount, PortBinding,
 };
+use crate::files::FileMount;
 use crate::keys::{BuildKey, DeployKey, deploy_key};
 
 /// A service's desired container and its deploy key.
@@ -23,6 +24,8 @@ pub struct DesiredContainer {
     pub deploy_key: DeployKey,
     /// The build key of its image, when built here.
     pub build_key: Option<BuildKey>,
+    /// Files it mounts from git, secrets and configs, to write before it is created.
+    pub files: Vec<FileMount>,
 }
 
 /// The image each service runs: its tag and, when Marvin builds it, its key.
@@ -51,6 +54,10 @@ pub struct DesiredInput<'a> {
     pub env_files: &'a BTreeMap<String, String>,
     /// Resolved commit per repo.
     pub commits: &'a BTreeMap<String, String>,
+    /// Files from git, secrets and configs per service, with content ids ([`crate::files`]).
+    pub files: &'a BTreeMap<String, Vec<FileMount>>,
+    /// Where they are written on the host (`<data>/files`).
+    pub files_root: &'a str,
 }
 
 /// Something in the compose file that cannot be deployed as written.
@@ -257,9 +264,14 @@ pub fn parse_volume(text: &str, project: &str, env: &str) -> Result<Mount, Strin
             target: target.to_string(),
             read_only,
         })
-    } else if source.starts_with('.') || source.starts_with('~') {
+    } else if source.starts_with('~') {
         Err(format!(
-            "`{text}` mounts a path relative to a checkout, and Marvin deploys from git without one; use a named volume, or COPY the files into the image"
+            "`{text}` mounts `{source}`, a host path in the home directory of whoever runs Marvin; write it as an absolute path the environment allows (`allow_host_paths` in marvin.yml), or use a named volume"
+        ))
+    } else if source.starts_with('.') {
+        // Relative mounts are served from git by `crate::files`; this is what is left.
+        Err(format!(
+            "`{text}` is not a mount of a path in git; write `./path:/container/path[:ro]`"
         ))
     } else {
         Ok(Mount::Named {
@@ -328,9 +340,10 @@ pub fn desired_containers(input: &DesiredInput<'_>) -> Result<Vec<DesiredContain
         for p in &service.ports {
             ports.extend(parse_port(p).map_err(|m| err(format!("ports: {m}")))?);
         }
-        let volumes = service
+        let mut volumes = service
             .volumes
             .iter()
+            .filter(|v| !crate::files::is_git_volume(v))
             .map(|v| parse_volume(v, project, env_name).map_err(|m| err(format!("volumes: {m}"))))
             .collect::<Result<Vec<_>, _>>()?;
         for v in &volumes {
@@ -338,6 +351,12 @@ pub fn desired_containers(input: &DesiredInput<'_>) -> Result<Vec<DesiredContain
                 check_host_path(source, input.env).map_err(|m| err(format!("volumes: {m}")))?;
             }
         }
+        let files = input.files.get(name).cloned().unwrap_or_default();
+        volumes.extend(files.iter().map(|f| Mount::Bind {
+            source: f.host_path(input.files_root, project, env_name),
+            target: f.target.clone(),
+            read_only: f.read_only,
+        }));
         let healthcheck = match &service.healthcheck {
             Some(h) if !h.disable && h.test.first().map(String::as_str) != Some("NONE") => {
                 Some(Health {
@@ -390,6 +409,7 @@ pub fn desired_containers(input: &DesiredInput<'_>) -> Result<Vec<DesiredContain
             spec,
             deploy_key: key,
             build_key: image.key.clone(),
+            files,
         });
     }
     Ok(out)
@@ -440,9 +460,9 @@ mod tests {
             }
         );
         assert!(
-            parse_volume("./conf:/etc/x", "p", "e")
+            parse_volume("~/conf:/etc/x", "p", "e")
                 .unwrap_err()
-                .contains("Marvin deploys from git")
+                .contains("a host path in the home directory")
         );
     }
 

@@ -735,6 +735,36 @@ impl Runtime {
             return;
         };
         let fresh = crate::redact::secret_values(env, pairs);
+        self.remember_secrets(ctx, env, fresh);
+    }
+
+    /// Mask, from now on, the values of the compose secrets the plan's
+    /// containers mount ([`crate::files`]), whatever their names.
+    fn learn_file_secrets(&self, ctx: &JobCtx, desired: &[DesiredContainer]) {
+        let Ok(env) = self.inner.marvin.project.environment(&ctx.env) else {
+            return;
+        };
+        let fresh: Vec<String> = desired
+            .iter()
+            .flat_map(|d| &d.files)
+            .filter(|f| f.secret)
+            .filter_map(|f| match &f.content {
+                crate::files::FileContent::Bytes(b) => Some(String::from_utf8_lossy(b)),
+                _ => None,
+            })
+            .flat_map(|v| {
+                // A file's value often ends in a newline; mask it with and without.
+                let trimmed = v.trim().to_string();
+                [v.into_owned(), trimmed]
+            })
+            .filter(|v| !v.is_empty())
+            .collect();
+        if !fresh.is_empty() {
+            self.remember_secrets(ctx, env, fresh);
+        }
+    }
+
+    fn remember_secrets(&self, ctx: &JobCtx, env: &crate::config::Environment, fresh: Vec<String>) {
         let values = {
             let mut learned = self.inner.learned_secrets.lock().expect("secrets lock");
             let known = learned.entry(ctx.env.clone()).or_default();
@@ -995,6 +1025,7 @@ impl Runtime {
             let _ = env;
             self.learn_secrets(ctx, &pairs);
         }
+        self.learn_file_secrets(ctx, &plan.desired);
         let c = plan.counts();
         ctx.log(
             "marvin",
@@ -1018,8 +1049,37 @@ impl Runtime {
         ctx.check_cancel()?;
         self.build_images(ctx, &resolved, &plan).await?;
         ctx.check_cancel()?;
+        self.write_files(ctx, &resolved, &plan).await?;
         self.deploy(ctx, &plan.desired, &plan, &resolved.commits)
             .await
+    }
+
+    /// Write the files from git, secrets and configs the plan's containers
+    /// mount ([`crate::materialize`]); those already on disk are kept.
+    async fn write_files(
+        &self,
+        ctx: &Arc<JobCtx>,
+        resolved: &Resolved,
+        plan: &Plan,
+    ) -> Result<(), StepError> {
+        let mounts: Vec<crate::files::FileMount> = plan
+            .desired
+            .iter()
+            .flat_map(|d| d.files.iter().cloned())
+            .collect();
+        if mounts.is_empty() {
+            return Ok(());
+        }
+        let workspace = resolved.workspace.clone();
+        let root = resolved.files_root.clone();
+        let project = self.inner.marvin.project.name.clone();
+        let env = ctx.env.clone();
+        tokio::task::spawn_blocking(move || {
+            crate::materialize::write(&workspace, &root, &project, &env, &mounts)
+        })
+        .await
+        .map_err(|e| StepError::new("deploy", e.to_string()))?
+        .map_err(|e| StepError::new("deploy", format!("writing mounted files: {e}")))
     }
 
     /// Build what the plan says, in `FROM` order, concurrently up to the limit.
@@ -1784,6 +1844,8 @@ impl Runtime {
                             spec: serde_json::from_value(s.spec).ok()?,
                             deploy_key: crate::keys::DeployKey(s.deploy_key),
                             build_key: s.build_key.map(BuildKey),
+                            // Recorded containers' files were written when they were deployed.
+                            files: Vec::new(),
                         })
                     })
                     .collect()
@@ -1877,6 +1939,7 @@ impl Runtime {
                 spec,
                 deploy_key: crate::keys::DeployKey(s.deploy_key.clone()),
                 build_key: s.build_key.clone().map(BuildKey),
+                files: Vec::new(),
             });
         }
         // The restored containers' environments: mask their secrets.

@@ -24,6 +24,10 @@ pub struct ComposeFile {
     pub volumes: BTreeMap<String, Value>,
     /// Top-level networks, as written (`{}` when written empty).
     pub networks: BTreeMap<String, Value>,
+    /// Top-level secrets, as written (read by [`crate::files`]).
+    pub secrets: BTreeMap<String, Value>,
+    /// Top-level configs, as written (read by [`crate::files`]).
+    pub configs: BTreeMap<String, Value>,
     /// Things that worked but deserve a look (unset variables that became "").
     pub warnings: Vec<String>,
 }
@@ -71,6 +75,10 @@ pub struct Service {
     pub size: Option<Size>,
     /// Replica count from `deploy.replicas` (or `scale`).
     pub replicas: Option<u64>,
+    /// The service's `secrets`, as written (read by [`crate::files`]).
+    pub secrets: Vec<Value>,
+    /// The service's `configs`, as written (read by [`crate::files`]).
+    pub configs: Vec<Value>,
 }
 
 /// How a service's image is built.
@@ -202,6 +210,8 @@ pub fn model(
         services,
         volumes: reader.named(doc.get("volumes"), &root.key("volumes"))?,
         networks: reader.named(doc.get("networks"), &root.key("networks"))?,
+        secrets: reader.named(doc.get("secrets"), &root.key("secrets"))?,
+        configs: reader.named(doc.get("configs"), &root.key("configs"))?,
         warnings: Vec::new(),
     })
 }
@@ -328,6 +338,14 @@ impl Reader<'_> {
                 (Some(v), _) if !v.is_null() => Some(self.count(v, &at("deploy").key("replicas"))?),
                 (_, Some(v)) => Some(self.count(v, &at("scale"))?),
                 _ => None,
+            },
+            secrets: match get("secrets") {
+                Some(v) => self.array(v, &at("secrets"))?.to_vec(),
+                None => Vec::new(),
+            },
+            configs: match get("configs") {
+                Some(v) => self.array(v, &at("configs"))?.to_vec(),
+                None => Vec::new(),
             },
         })
     }
@@ -493,8 +511,11 @@ impl Reader<'_> {
             .transpose()?
             .filter(|s| !s.is_empty());
         let mut options = Vec::new();
-        if get("read_only") == Some(&Value::Bool(true)) {
-            options.push("ro".to_string());
+        match get("read_only") {
+            Some(Value::Bool(true)) => options.push("ro".to_string()),
+            // Said out loud: a mount from git is read-only unless asked for rw.
+            Some(Value::Bool(false)) => options.push("rw".to_string()),
+            _ => {}
         }
         if let Some(bind) = get("bind") {
             for key in ["selinux", "propagation"] {
