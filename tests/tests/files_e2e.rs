@@ -128,7 +128,7 @@ impl Stack {
         std::fs::write(
             root.join("marvin.yml"),
             format!(
-                "project: {project}\nrepos:\n  app:\n    url: {}\n    path: .\nenvironments:\n  dev:\n    branch: main\n    vars: {{ BASE: \"{base}\" }}\ntasks:\n  leak:\n    service: db\n    command: [\"cat\", \"/run/secrets/api_token\"]\n",
+                "project: {project}\nrepos:\n  app:\n    url: {}\n    path: .\nenvironments:\n  dev:\n    branch: main\n    vars: {{ BASE: \"{base}\" }}\ntasks:\n  leak:\n    service: db\n    command: [\"sh\", \"-c\", \"cat /run/secrets/api_token; echo\"]\n",
                 bare.display()
             ),
         )
@@ -263,11 +263,8 @@ async fn mounted_files_and_secrets_recreate_exactly_their_users() {
         s.exec("worker", &["cat", "/run/secrets/token"]),
         "tok-one-4f1c9a"
     );
-    assert_eq!(
-        s.exec("worker", &["stat", "-c", "%a", "/run/secrets/token"])
-            .trim(),
-        "400"
-    );
+    let listed = s.exec("worker", &["ls", "-l", "/run/secrets/token"]);
+    assert!(listed.starts_with("-r-------- "), "mode 0400: {listed}");
     assert_eq!(
         s.exec("worker", &["cat", "/etc/greeting"]),
         "hello from a config"
