@@ -243,8 +243,9 @@ pub fn check_host_path(source: &str, env: &Environment) -> Result<(), String> {
 }
 
 /// Parse a compose short volume (`data:/var/lib/x:ro`, `/host:/c`, `/c`).
-/// Named volumes are prefixed per environment; a relative host path is
-/// refused, since Marvin deploys from git objects and has no checkout.
+/// Named volumes are prefixed per environment; `~` is a host path Docker
+/// would not expand, refused. Relative paths (`./x:/y`) are files from git,
+/// handled by [`crate::files`] before this is called.
 pub fn parse_volume(text: &str, project: &str, env: &str) -> Result<Mount, String> {
     let parts: Vec<&str> = text.split(':').collect();
     let (source, target, mode) = match parts.as_slice() {
