@@ -228,8 +228,15 @@ pub fn write(
     let root = files_root.to_string_lossy();
     for m in mounts {
         let dest = PathBuf::from(m.host_path(&root, project, env));
-        if std::fs::symlink_metadata(&dest).is_ok() {
-            continue;
+        match std::fs::symlink_metadata(&dest) {
+            // Docker makes an empty directory for a bind source that is
+            // missing (a container created while the file was gone): replace it.
+            Ok(meta)
+                if meta.is_dir()
+                    && !matches!(m.content, FileContent::GitDir { .. })
+                    && std::fs::remove_dir(&dest).is_ok() => {}
+            Ok(_) => continue,
+            Err(_) => {}
         }
         let parent = dest.parent().expect("host paths lie under the files root");
         std::fs::create_dir_all(parent)?;

@@ -343,3 +343,39 @@ async fn a_mount_missing_in_git_names_service_mount_and_line() {
     );
     assert!(s.ids().await.is_empty(), "nothing was deployed");
 }
+
+/// Git only (no engine): a swarm environment refuses files from git with the
+/// reason, and a secret's unset variable is named with where to set it.
+#[test]
+fn swarm_refuses_mounted_files_and_an_unset_secret_variable_is_named() {
+    use marvin_tests::{GitRepo, plan, project};
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let repo = GitRepo::new(dir.path(), "app");
+    repo.write(
+        "docker-compose.yml",
+        "services:\n  web:\n    image: nginx\n    volumes: [\"./nginx.conf:/etc/nginx/nginx.conf:ro\"]\n  db:\n    image: db\n    secrets: [pw]\nsecrets:\n  pw:\n    environment: E2E_FILES_NEVER_SET_9f8e\n",
+    )
+    .write("nginx.conf", "events {}\n");
+    repo.commit_and_push("stack");
+    let config = project(
+        &dir.path().join("p"),
+        &format!(
+            "project: shop\nrepos:\n  app: {{ url: {} }}\nenvironments:\n  dev: {{ branch: master }}\n  prod: {{ branch: master, engine: swarm, registry: \"127.0.0.1:5000\" }}\n",
+            repo.url()
+        ),
+    );
+    let e = plan(&config, "prod")
+        .expect_err("swarm refuses")
+        .to_string();
+    assert!(
+        e.contains("cannot be mounted in swarm environment `prod`"),
+        "{e}"
+    );
+    let e = plan(&config, "dev")
+        .expect_err("the variable is unset")
+        .to_string();
+    assert!(
+        e.contains("service `db`: secret `pw` (docker-compose.yml:9): the variable `E2E_FILES_NEVER_SET_9f8e` is not set in Marvin's environment"),
+        "{e}"
+    );
+}
