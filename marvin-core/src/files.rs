@@ -96,7 +96,7 @@ impl std::fmt::Debug for FileContent {
 /// A file or directory mounted into a container, with its content id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileMount {
-    /// Content id: `blob-<sha1>`, `tree-<sha1>`, `secret-<hmac>`, `config-<sha256>`.
+    /// Content id: `blob-<sha1>`, `tree-<sha1>`, `secret-blob-<sha1>`, `secret-<hmac>`, `config-<sha256>`.
     pub id: String,
     /// How to write it.
     pub content: FileContent,

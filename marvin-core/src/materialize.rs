@@ -60,6 +60,7 @@ pub fn lookup(
             let found = match &r.source {
                 FileSource::Git { path } => match git_content(l, path).map_err(fail) {
                     // A secret's value is read now, so every output can mask it.
+                    // Named `secret-…` so a later process knows to mask it.
                     Ok((id, FileContent::GitFile { path, .. })) if r.secret => l
                         .workspace
                         .read_file(&path)
@@ -67,7 +68,12 @@ pub fn lookup(
                             service: service.clone(),
                             message: format!("{at}: {e}"),
                         })
-                        .map(|b| (id, FileContent::Bytes(b.unwrap_or_default()))),
+                        .map(|b| {
+                            (
+                                format!("secret-{id}"),
+                                FileContent::Bytes(b.unwrap_or_default()),
+                            )
+                        }),
                     Ok((_, FileContent::GitDir { path })) if r.secret => Err(DesiredError {
                         service: service.clone(),
                         message: format!("{at}: `{path}` is a directory; a secret is one file"),
@@ -267,6 +273,40 @@ pub fn write(
         }
     }
     Ok(())
+}
+
+/// The values of the secrets that recorded containers mount from the files
+/// root (files named `secret-…`), each as written and trimmed: a process
+/// that starts masks them before it plans anything.
+pub fn mounted_secret_values(
+    files_root: &Path,
+    specs: &[crate::engine::ContainerSpec],
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for spec in specs {
+        for m in &spec.volumes {
+            let crate::engine::Mount::Bind { source, .. } = m else {
+                continue;
+            };
+            let source = Path::new(source);
+            let named_secret = source
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("secret-"));
+            if !named_secret || source.parent() != Some(files_root) {
+                continue;
+            }
+            if let Ok(value) = std::fs::read_to_string(source) {
+                let trimmed = value.trim().to_string();
+                for v in [value, trimmed] {
+                    if !v.is_empty() && !out.contains(&v) {
+                        out.push(v);
+                    }
+                }
+            }
+        }
+    }
+    out
 }
 
 static TMP_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

@@ -717,13 +717,20 @@ impl Runtime {
             else {
                 continue;
             };
-            let pairs: Vec<(String, String)> = d
+            let specs: Vec<ContainerSpec> = d
                 .services
                 .iter()
                 .filter_map(|s| serde_json::from_value::<ContainerSpec>(s.spec.clone()).ok())
-                .flat_map(|spec| spec.env)
                 .collect();
-            learned.insert(env.name.clone(), crate::redact::secret_values(env, &pairs));
+            let pairs: Vec<(String, String)> =
+                specs.iter().flat_map(|spec| spec.env.clone()).collect();
+            let mut values = crate::redact::secret_values(env, &pairs);
+            // Compose secrets live in files, not in the recorded environment.
+            values.extend(crate::materialize::mounted_secret_values(
+                &self.inner.marvin.mirrors.files_root(),
+                &specs,
+            ));
+            learned.insert(env.name.clone(), values);
         }
     }
 

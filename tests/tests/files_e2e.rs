@@ -325,6 +325,16 @@ async fn mounted_files_and_secrets_recreate_exactly_their_users() {
     let log = log_text(&rt, leak.job);
     assert!(log.contains("task:leak: ***"), "{log}");
     assert!(!log.contains("tok-two-8e2d7b"), "{log}");
+
+    // So does a Marvin process started afresh, which has planned nothing:
+    // it reads the secrets its last deployment mounts.
+    drop(rt);
+    let fresh = s.runtime();
+    let leak = job(&fresh, run("dev", "leak", &[])).await;
+    assert_succeeded(&fresh, &leak);
+    let log = log_text(&fresh, leak.job);
+    assert!(log.contains("task:leak: ***"), "{log}");
+    assert!(!log.contains("tok-two-8e2d7b"), "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
