@@ -309,9 +309,90 @@ pub fn mounted_secret_values(
     out
 }
 
+/// Remove what lies under the files root that no recorded deployment
+/// mounts (`keep`: every bind source of every deployment of the project),
+/// once it is older than `older_than` — a job planning now may have just
+/// written files it has not deployed yet. Returns how many entries went.
+pub fn collect_garbage(
+    files_root: &Path,
+    keep: &std::collections::BTreeSet<PathBuf>,
+    older_than: std::time::SystemTime,
+) -> io::Result<usize> {
+    let mut removed = 0;
+    let mut dirs = vec![files_root.to_path_buf()];
+    if let Ok(envs) = std::fs::read_dir(files_root.join("rw")) {
+        dirs.extend(envs.filter_map(|e| e.ok()).map(|e| e.path()));
+    }
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.filter_map(|e| e.ok()) {
+            let path = entry.path();
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let content_named = ["blob-", "tree-", "secret-", "config-", ".tmp-"]
+                .iter()
+                .any(|p| name.starts_with(p));
+            if !content_named || keep.contains(&path) {
+                continue;
+            }
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t < older_than);
+            if !old {
+                continue;
+            }
+            let gone = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            if gone.is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
+}
+
 static TMP_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 fn set_mode(path: &Path, mode: u32) -> io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn garbage_is_what_no_deployment_mounts_and_is_old_enough() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let root = dir.path().join("files");
+        std::fs::create_dir_all(root.join("rw/shop-dev/tree-old")).expect("mkdir");
+        for name in ["blob-kept", "blob-old", "secret-old", ".key"] {
+            std::fs::write(root.join(name), "x").expect("write");
+        }
+        std::fs::create_dir_all(root.join("tree-old/sub")).expect("mkdir");
+        let keep = BTreeSet::from([root.join("blob-kept")]);
+
+        // Everything is new: nothing goes.
+        let an_hour_ago = SystemTime::now() - Duration::from_secs(3600);
+        assert_eq!(collect_garbage(&root, &keep, an_hour_ago).expect("gc"), 0);
+
+        let later = SystemTime::now() + Duration::from_secs(60);
+        assert_eq!(collect_garbage(&root, &keep, later).expect("gc"), 4);
+        let mut left: Vec<String> = std::fs::read_dir(&root)
+            .expect("list")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, [".key", "blob-kept", "rw"]);
+        assert!(!root.join("rw/shop-dev/tree-old").exists());
+    }
 }

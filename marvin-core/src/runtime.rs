@@ -1495,7 +1495,51 @@ impl Runtime {
             }
         }
 
-        self.record_deployment(ctx, desired, plan, commits)
+        self.record_deployment(ctx, desired, plan, commits)?;
+        self.collect_file_garbage(ctx).await;
+        Ok(())
+    }
+
+    /// Remove mounted files no recorded deployment of the project refers to
+    /// (and untouched for an hour). A failure is logged, never fatal.
+    async fn collect_file_garbage(&self, ctx: &Arc<JobCtx>) {
+        let project = &self.inner.marvin.project;
+        let root = self.inner.marvin.mirrors.files_root();
+        if !root.is_dir() {
+            return;
+        }
+        let mut keep = std::collections::BTreeSet::new();
+        for env in &project.environments {
+            let Ok(deployments) =
+                self.inner
+                    .store
+                    .deployments(&project.name, &env.name, usize::MAX)
+            else {
+                return; // Unsure what is referenced: keep everything.
+            };
+            for s in deployments.iter().flat_map(|d| &d.services) {
+                if let Ok(spec) = serde_json::from_value::<ContainerSpec>(s.spec.clone()) {
+                    keep.extend(spec.volumes.into_iter().filter_map(|m| match m {
+                        Mount::Bind { source, .. } => Some(std::path::PathBuf::from(source)),
+                        _ => None,
+                    }));
+                }
+            }
+        }
+        let older_than = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        let result = tokio::task::spawn_blocking(move || {
+            crate::materialize::collect_garbage(&root, &keep, older_than)
+        })
+        .await;
+        match result {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => ctx.log(
+                "deploy",
+                &format!("removed {n} mounted file(s) no deployment uses"),
+            ),
+            Ok(Err(e)) => ctx.log("deploy", &format!("cleaning mounted files: {e}")),
+            Err(e) => ctx.log("deploy", &format!("cleaning mounted files: {e}")),
+        }
     }
 
     /// Record what the environment now runs (a partial build merges into the last record).
