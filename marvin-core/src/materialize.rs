@@ -241,7 +241,12 @@ pub fn write(
                 if meta.is_dir()
                     && !matches!(m.content, FileContent::GitDir { .. })
                     && std::fs::remove_dir(&dest).is_ok() => {}
-            Ok(_) => continue,
+            Ok(_) => {
+                // Touched, so the clean-up's grace period covers this job too.
+                let _ = std::fs::File::open(&dest)
+                    .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+                continue;
+            }
             Err(_) => {}
         }
         let parent = dest.parent().expect("host paths lie under the files root");
