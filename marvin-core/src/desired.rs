@@ -10,6 +10,7 @@ use crate::engine::{
     ContainerSpec, Health, LABEL_BUILD_KEY, LABEL_COMMITS, LABEL_DEPLOY_KEY, LABEL_ENV,
     LABEL_PROJECT, LABEL_ROLE, LABEL_SERVICE, Mount, PortBinding,
 };
+use crate::files::FileMount;
 use crate::keys::{BuildKey, DeployKey, deploy_key};
 use crate::yaml::Location;
 
@@ -24,6 +25,8 @@ pub struct DesiredContainer {
     pub deploy_key: DeployKey,
     /// The build key of its image, when built here.
     pub build_key: Option<BuildKey>,
+    /// Files it mounts from git, secrets and configs, to write before it is created.
+    pub files: Vec<FileMount>,
 }
 
 /// The image each service runs: its tag and, when Marvin builds it, its key.
@@ -52,6 +55,10 @@ pub struct DesiredInput<'a> {
     pub env_files: &'a BTreeMap<String, String>,
     /// Resolved commit per repo.
     pub commits: &'a BTreeMap<String, String>,
+    /// Files from git, secrets and configs per service, with content ids ([`crate::files`]).
+    pub files: &'a BTreeMap<String, Vec<FileMount>>,
+    /// Where they are written on the host (`<data>/files`).
+    pub files_root: &'a str,
 }
 
 /// Something in the compose file that cannot be deployed as written.
@@ -341,8 +348,8 @@ pub fn check_host_path(source: &str, env: &Environment) -> Result<(), String> {
 }
 
 /// Parse a compose short volume (`data:/var/lib/x:ro`, `/host:/c`, `/c`).
-/// Named volumes are prefixed per environment; a relative host path is
-/// refused, since Marvin deploys from git objects and has no checkout;
+/// Named volumes are prefixed per environment; relative paths (`./x:/y`)
+/// are files from git, handled by [`crate::files`] before this is called;
 /// `~/x` is a host path in Marvin's home directory (the host path rule
 /// applies); an empty source or target (an unset variable) is an error.
 pub fn parse_volume(text: &str, project: &str, env: &str) -> Result<Mount, String> {
@@ -396,8 +403,9 @@ pub fn parse_volume(text: &str, project: &str, env: &str) -> Result<Mount, Strin
             read_only,
         })
     } else if source.starts_with('.') {
+        // Relative mounts are served from git by `crate::files`; this is what is left.
         Err(format!(
-            "`{text}` mounts a path relative to a checkout, and Marvin deploys from git without one; use a named volume, or COPY the files into the image"
+            "`{text}` is not a mount of a path in git; write `./path:/container/path[:ro]`"
         ))
     } else {
         Ok(Mount::Named {
@@ -509,6 +517,10 @@ fn containers(
         }
         let mut volumes = Vec::new();
         for (i, v) in service.volumes.iter().enumerate() {
+            if crate::files::is_git_volume(v) {
+                // A file or directory from git: `files` below.
+                continue;
+            }
             let checked = parse_volume(v, project, env_name).and_then(|mount| {
                 if let Mount::Bind { source, .. } = &mount {
                     check_host_path(source, input.env)?;
@@ -532,6 +544,12 @@ fn containers(
                 }
             })
         };
+        let files = input.files.get(name).cloned().unwrap_or_default();
+        volumes.extend(files.iter().map(|f| Mount::Bind {
+            source: f.host_path(input.files_root, project, env_name),
+            target: f.target.clone(),
+            read_only: f.read_only,
+        }));
         let healthcheck = match &service.healthcheck {
             Some(h) if !h.disable && h.test.first().map(String::as_str) != Some("NONE") => {
                 Some(Health {
@@ -649,6 +667,7 @@ fn containers(
             spec,
             deploy_key: key,
             build_key: image.key.clone(),
+            files,
         });
     }
     out
@@ -723,9 +742,9 @@ mod tests {
             }
         );
         assert!(
-            parse_volume("./conf:/etc/x", "p", "e")
+            parse_volume("~/conf:/etc/x", "p", "e")
                 .unwrap_err()
-                .contains("Marvin deploys from git")
+                .contains("a host path in the home directory")
         );
     }
 
@@ -808,7 +827,7 @@ mod host_path_tests {
                 key: None,
             },
         )]);
-        let (none, commits) = (BTreeMap::new(), BTreeMap::new());
+        let (none, commits, files) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
         let plan = |env: &Environment| {
             desired_containers(&DesiredInput {
                 project: "shop",
@@ -818,6 +837,8 @@ mod host_path_tests {
                 images: &images,
                 env_files: &none,
                 commits: &commits,
+                files: &files,
+                files_root: "/data/files",
             })
         };
         let single = project("");

@@ -292,6 +292,7 @@ mod tests {
             build_specs: Default::default(),
             desired: Vec::new(),
             waves: Vec::new(),
+            warnings: Vec::new(),
         };
         let text = plan_text(&plan);
         assert!(text.contains("  recreate api\n"), "{text}");

@@ -71,6 +71,8 @@ pub struct Resolved {
     pub workspace: Workspace,
     /// The rendered compose file.
     pub compose: ComposeFile,
+    /// Where files mounted from git, secrets and configs are written (`<data>/files`).
+    pub files_root: std::path::PathBuf,
 }
 
 /// How to build one service's image.
@@ -193,6 +195,7 @@ pub fn resolve_at(
         commits: mounts.into_iter().map(|(_, c)| c).collect(),
         workspace,
         compose,
+        files_root: mirrors.files_root(),
     })
 }
 
@@ -467,6 +470,8 @@ pub fn desired_containers(
         .iter()
         .map(|c| (c.repo.clone(), c.id.clone()))
         .collect();
+    let files = mounted_files(project, resolved)?;
+    let files_root = resolved.files_root.to_string_lossy();
     Ok(desired::desired_containers(&DesiredInput {
         project: &project.name,
         env: &resolved.env,
@@ -475,7 +480,62 @@ pub fn desired_containers(
         images: &images,
         env_files: &env_files,
         commits: &commits,
+        files: &files,
+        files_root: &files_root,
     })?)
+}
+
+/// Files from git, secrets and configs of every service, with content ids
+/// ([`crate::files`], [`crate::materialize`]); every problem at once.
+fn mounted_files(
+    project: &Project,
+    resolved: &Resolved,
+) -> Result<BTreeMap<String, Vec<crate::files::FileMount>>, ResolveError> {
+    let problems = |errors: Vec<desired::DesiredError>| {
+        ResolveError::Desired(desired::DesiredErrors {
+            file: project.compose.clone(),
+            problems: errors
+                .into_iter()
+                .map(|error| desired::PlacedError {
+                    path: format!("services.{}", error.service),
+                    location: None,
+                    error,
+                })
+                .collect(),
+        })
+    };
+    let requests = crate::files::requests(&project.compose, &resolved.compose).map_err(problems)?;
+    if requests.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    if resolved.env.engine == crate::config::EngineKind::Swarm {
+        let (service, list) = requests.iter().next().expect("not empty");
+        return Err(ResolveError::Service {
+            service: service.clone(),
+            message: format!(
+                "{} (and any file from git, secret or config) cannot be mounted in swarm environment `{}` yet: a swarm's nodes have no copy of Marvin's files; COPY the files into the image, or deploy this environment with `engine: docker`",
+                list[0].what, resolved.env.name
+            ),
+        });
+    }
+    let text = resolved
+        .workspace
+        .read_file(&project.compose)?
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let var = |name: &str| std::env::var(name).ok();
+    crate::materialize::lookup(
+        &crate::materialize::Lookup {
+            workspace: &resolved.workspace,
+            compose_path: &project.compose,
+            compose_text: &text,
+            commits: &commits_text(&resolved.commits),
+            files_root: &resolved.files_root,
+            var: &var,
+        },
+        &requests,
+    )
+    .map_err(problems)
 }
 
 /// What the engine holds, as the planner needs it.

@@ -723,13 +723,20 @@ impl Runtime {
             else {
                 continue;
             };
-            let pairs: Vec<(String, String)> = d
+            let specs: Vec<ContainerSpec> = d
                 .services
                 .iter()
                 .filter_map(|s| serde_json::from_value::<ContainerSpec>(s.spec.clone()).ok())
-                .flat_map(|spec| spec.env)
                 .collect();
-            learned.insert(env.name.clone(), crate::redact::secret_values(env, &pairs));
+            let pairs: Vec<(String, String)> =
+                specs.iter().flat_map(|spec| spec.env.clone()).collect();
+            let mut values = crate::redact::secret_values(env, &pairs);
+            // Compose secrets live in files, not in the recorded environment.
+            values.extend(crate::materialize::mounted_secret_values(
+                &self.inner.marvin.mirrors.files_root(),
+                &specs,
+            ));
+            learned.insert(env.name.clone(), values);
         }
     }
 
@@ -741,6 +748,36 @@ impl Runtime {
             return;
         };
         let fresh = crate::redact::secret_values(env, pairs);
+        self.remember_secrets(ctx, env, fresh);
+    }
+
+    /// Mask, from now on, the values of the compose secrets the plan's
+    /// containers mount ([`crate::files`]), whatever their names.
+    fn learn_file_secrets(&self, ctx: &JobCtx, desired: &[DesiredContainer]) {
+        let Ok(env) = self.inner.marvin.project.environment(&ctx.env) else {
+            return;
+        };
+        let fresh: Vec<String> = desired
+            .iter()
+            .flat_map(|d| &d.files)
+            .filter(|f| f.secret)
+            .filter_map(|f| match &f.content {
+                crate::files::FileContent::Bytes(b) => Some(String::from_utf8_lossy(b)),
+                _ => None,
+            })
+            .flat_map(|v| {
+                // A file's value often ends in a newline; mask it with and without.
+                let trimmed = v.trim().to_string();
+                [v.into_owned(), trimmed]
+            })
+            .filter(|v| !v.is_empty())
+            .collect();
+        if !fresh.is_empty() {
+            self.remember_secrets(ctx, env, fresh);
+        }
+    }
+
+    fn remember_secrets(&self, ctx: &JobCtx, env: &crate::config::Environment, fresh: Vec<String>) {
         let values = {
             let mut learned = self.inner.learned_secrets.lock().expect("secrets lock");
             let known = learned.entry(ctx.env.clone()).or_default();
@@ -1004,6 +1041,7 @@ impl Runtime {
         for warning in &plan.warnings {
             ctx.log("marvin", &format!("warning: {warning}"));
         }
+        self.learn_file_secrets(ctx, &plan.desired);
         let c = plan.counts();
         ctx.log(
             "marvin",
@@ -1027,8 +1065,37 @@ impl Runtime {
         ctx.check_cancel()?;
         self.build_images(ctx, &resolved, &plan).await?;
         ctx.check_cancel()?;
+        self.write_files(ctx, &resolved, &plan).await?;
         self.deploy(ctx, &plan.desired, &plan, &resolved.commits)
             .await
+    }
+
+    /// Write the files from git, secrets and configs the plan's containers
+    /// mount ([`crate::materialize`]); those already on disk are kept.
+    async fn write_files(
+        &self,
+        ctx: &Arc<JobCtx>,
+        resolved: &Resolved,
+        plan: &Plan,
+    ) -> Result<(), StepError> {
+        let mounts: Vec<crate::files::FileMount> = plan
+            .desired
+            .iter()
+            .flat_map(|d| d.files.iter().cloned())
+            .collect();
+        if mounts.is_empty() {
+            return Ok(());
+        }
+        let workspace = resolved.workspace.clone();
+        let root = resolved.files_root.clone();
+        let project = self.inner.marvin.project.name.clone();
+        let env = ctx.env.clone();
+        tokio::task::spawn_blocking(move || {
+            crate::materialize::write(&workspace, &root, &project, &env, &mounts)
+        })
+        .await
+        .map_err(|e| StepError::new("deploy", e.to_string()))?
+        .map_err(|e| StepError::new("deploy", format!("writing mounted files: {e}")))
     }
 
     /// Build what the plan says, in `FROM` order, concurrently up to the limit.
@@ -1555,7 +1622,51 @@ impl Runtime {
             }
         }
 
-        self.record_deployment(ctx, desired, plan, commits)
+        self.record_deployment(ctx, desired, plan, commits)?;
+        self.collect_file_garbage(ctx).await;
+        Ok(())
+    }
+
+    /// Remove mounted files no recorded deployment of the project refers to
+    /// (and untouched for an hour). A failure is logged, never fatal.
+    async fn collect_file_garbage(&self, ctx: &Arc<JobCtx>) {
+        let project = &self.inner.marvin.project;
+        let root = self.inner.marvin.mirrors.files_root();
+        if !root.is_dir() {
+            return;
+        }
+        let mut keep = std::collections::BTreeSet::new();
+        for env in &project.environments {
+            let Ok(deployments) =
+                self.inner
+                    .store
+                    .deployments(&project.name, &env.name, usize::MAX)
+            else {
+                return; // Unsure what is referenced: keep everything.
+            };
+            for s in deployments.iter().flat_map(|d| &d.services) {
+                if let Ok(spec) = serde_json::from_value::<ContainerSpec>(s.spec.clone()) {
+                    keep.extend(spec.volumes.into_iter().filter_map(|m| match m {
+                        Mount::Bind { source, .. } => Some(std::path::PathBuf::from(source)),
+                        _ => None,
+                    }));
+                }
+            }
+        }
+        let older_than = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        let result = tokio::task::spawn_blocking(move || {
+            crate::materialize::collect_garbage(&root, &keep, older_than)
+        })
+        .await;
+        match result {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => ctx.log(
+                "deploy",
+                &format!("removed {n} mounted file(s) no deployment uses"),
+            ),
+            Ok(Err(e)) => ctx.log("deploy", &format!("cleaning mounted files: {e}")),
+            Err(e) => ctx.log("deploy", &format!("cleaning mounted files: {e}")),
+        }
     }
 
     /// Record what the environment now runs (a partial build merges into the last record).
@@ -1913,6 +2024,8 @@ impl Runtime {
                             spec: serde_json::from_value(s.spec).ok()?,
                             deploy_key: crate::keys::DeployKey(s.deploy_key),
                             build_key: s.build_key.map(BuildKey),
+                            // Recorded containers' files were written when they were deployed.
+                            files: Vec::new(),
                         })
                     })
                     .collect()
@@ -2006,6 +2119,7 @@ impl Runtime {
                 spec,
                 deploy_key: crate::keys::DeployKey(s.deploy_key.clone()),
                 build_key: s.build_key.clone().map(BuildKey),
+                files: Vec::new(),
             });
         }
         // The restored containers' environments: mask their secrets.

@@ -216,6 +216,7 @@ mod tests {
             },
             deploy_key: DeployKey("k1".into()),
             build_key: None,
+            files: Vec::new(),
         }
     }
 

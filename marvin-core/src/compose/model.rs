@@ -24,6 +24,10 @@ pub struct ComposeFile {
     pub volumes: BTreeMap<String, Value>,
     /// Top-level networks, as written (`{}` when written empty).
     pub networks: BTreeMap<String, Value>,
+    /// Top-level secrets, as written (read by [`crate::files`]).
+    pub secrets: BTreeMap<String, Value>,
+    /// Top-level configs, as written (read by [`crate::files`]).
+    pub configs: BTreeMap<String, Value>,
     /// Things that worked but deserve a look (unset variables that became "").
     pub warnings: Vec<String>,
     /// The text the model was read from (after `{{ }}` templating), to
@@ -83,6 +87,10 @@ pub struct Service {
     pub nano_cpus: Option<i64>,
     /// Fields written that Marvin does not apply: refused when the environment is planned.
     pub unapplied: Vec<String>,
+    /// The service's `secrets`, as written (read by [`crate::files`]).
+    pub secrets: Vec<Value>,
+    /// The service's `configs`, as written (read by [`crate::files`]).
+    pub configs: Vec<Value>,
 }
 
 /// How a service's image is built.
@@ -217,6 +225,8 @@ pub fn model(
         services,
         volumes: reader.named(doc.get("volumes"), &root.key("volumes"))?,
         networks: reader.named(doc.get("networks"), &root.key("networks"))?,
+        secrets: reader.named(doc.get("secrets"), &root.key("secrets"))?,
+        configs: reader.named(doc.get("configs"), &root.key("configs"))?,
         warnings,
         source: String::new(),
     })
@@ -354,6 +364,14 @@ impl Reader<'_> {
             memory_limit: fields.memory_limit,
             nano_cpus: fields.nano_cpus,
             unapplied: fields.unapplied,
+            secrets: match get("secrets") {
+                Some(v) => self.array(v, &at("secrets"))?.to_vec(),
+                None => Vec::new(),
+            },
+            configs: match get("configs") {
+                Some(v) => self.array(v, &at("configs"))?.to_vec(),
+                None => Vec::new(),
+            },
         };
         Ok((service, fields.warnings))
     }
@@ -519,8 +537,11 @@ impl Reader<'_> {
             .transpose()?
             .filter(|s| !s.is_empty());
         let mut options = Vec::new();
-        if get("read_only") == Some(&Value::Bool(true)) {
-            options.push("ro".to_string());
+        match get("read_only") {
+            Some(Value::Bool(true)) => options.push("ro".to_string()),
+            // Said out loud: a mount from git is read-only unless asked for rw.
+            Some(Value::Bool(false)) => options.push("rw".to_string()),
+            _ => {}
         }
         if let Some(bind) = get("bind") {
             for key in ["selinux", "propagation"] {

@@ -34,6 +34,11 @@ impl Mirrors {
         }
     }
 
+    /// Where mounted files are written (`<data_dir>/files/`, beside the mirrors).
+    pub fn files_root(&self) -> PathBuf {
+        crate::materialize::files_root(self.root.parent().unwrap_or(&self.root))
+    }
+
     /// The directory of a repo's mirror.
     pub fn mirror_dir(&self, repo: &RepoSpec) -> Result<PathBuf, SourceError> {
         let name = &repo.name;

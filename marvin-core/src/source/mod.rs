@@ -11,6 +11,7 @@
 
 mod context;
 pub mod dockerignore;
+mod files;
 mod mirror;
 mod path;
 mod workspace;
