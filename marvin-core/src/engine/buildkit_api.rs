@@ -105,10 +105,12 @@ impl DockerEngine {
         }
         handle(&pending, &mut progress);
         if let Some(error) = failure {
-            let last_lines = progress.failure_lines(&error);
-            for line in &last_lines {
-                log(line);
+            // A failed step's error is in its ERROR line already; a refusal
+            // before any step (a Dockerfile the frontend rejects) is not.
+            if progress.failed_step().is_none() {
+                log(error.trim());
             }
+            let last_lines = progress.failure_lines(&error);
             return Err(EngineError::BuildFailed {
                 tag: req.tag,
                 last_lines,
