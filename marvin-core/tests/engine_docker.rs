@@ -288,6 +288,30 @@ async fn failed_buildkit_build_reports_the_step_and_its_output() {
 }
 
 #[tokio::test]
+async fn what_the_builtin_frontend_cannot_do_fails_with_the_engines_words() {
+    let scope = Scope::new();
+    let base = scope.base_image().await;
+    // `COPY --link` needs a newer frontend (`# syntax=`), which cannot be pulled here.
+    let dockerfile = format!("FROM {base}\nCOPY --link hello.txt /hello.txt\n");
+    let (error, streamed) = scope
+        .build("link", &dockerfile, &[("hello.txt", "hello\n")], "key-link")
+        .await
+        .expect_err("the engine's frontend refuses --link");
+    let EngineError::BuildFailed { last_lines, .. } = &error else {
+        panic!("expected BuildFailed, got {error:?}");
+    };
+    assert_eq!(last_lines.len(), 1, "{last_lines:#?}");
+    assert!(
+        last_lines[0].contains("dockerfile parse error line 2: Unknown flag: link"),
+        "{last_lines:#?}"
+    );
+    assert!(
+        streamed.iter().any(|l| l.contains("Unknown flag: link")),
+        "the job log has it too: {streamed:#?}"
+    );
+}
+
+#[tokio::test]
 async fn failed_legacy_build_reports_its_last_log_lines() {
     let scope = Scope::new();
     let base = scope.base_image().await;
