@@ -225,6 +225,8 @@ pub struct Settings {
     pub health_timeout: Duration,
     /// Pushes to one environment within this long of the first become one job.
     pub coalesce_window: Duration,
+    /// The engine's image builder: BuildKit unless `builder: legacy`.
+    pub builder: crate::engine::Builder,
 }
 
 /// The default `settings.coalesce_window`.
@@ -519,6 +521,8 @@ struct RawSettings {
     health_timeout: Option<String>,
     #[serde(default)]
     coalesce_window: Option<String>,
+    #[serde(default)]
+    builder: Option<String>,
 }
 
 /// A string, number or boolean: YAML users write `PORT: 8080` and mean "8080".
@@ -865,6 +869,19 @@ impl RawProject {
         if let Some(var) = &self.webhooks.secret_env {
             check_env_name(var).map_err(|m| invalid("webhooks.secret_env".into(), m))?;
         }
+        let builder = match self.settings.builder.as_deref() {
+            None | Some("buildkit") => crate::engine::Builder::BuildKit,
+            Some("legacy") => crate::engine::Builder::Legacy,
+            Some(other) => {
+                return Err(invalid(
+                    "settings.builder".into(),
+                    format!(
+                        "unknown builder `{other}`; write `buildkit` (the default) or `legacy` \
+                         (the engine's legacy builder, for engines without BuildKit)"
+                    ),
+                ));
+            }
+        };
         if self.settings.build_concurrency == Some(0) {
             return Err(invalid(
                 "settings.build_concurrency".into(),
@@ -890,6 +907,7 @@ impl RawProject {
                 build_concurrency: self.settings.build_concurrency,
                 health_timeout,
                 coalesce_window,
+                builder,
             },
             webhooks: Webhooks {
                 secret_env: self.webhooks.secret_env,
@@ -1217,6 +1235,22 @@ people:
             e.starts_with("marvin.yml: settings.coalesce_window: "),
             "{e}"
         );
+    }
+
+    #[test]
+    fn builder_is_buildkit_unless_legacy_is_asked_for() {
+        use crate::engine::Builder;
+        assert_eq!(
+            parse(&minimal("")).unwrap().settings.builder,
+            Builder::BuildKit
+        );
+        let p = parse(&minimal("settings: {builder: legacy}\n")).unwrap();
+        assert_eq!(p.settings.builder, Builder::Legacy);
+        let p = parse(&minimal("settings: {builder: buildkit}\n")).unwrap();
+        assert_eq!(p.settings.builder, Builder::BuildKit);
+        let e = parse(&minimal("settings: {builder: buildx}\n")).unwrap_err();
+        assert!(e.starts_with("marvin.yml: settings.builder: "), "{e}");
+        assert!(e.contains("`buildkit`") && e.contains("`legacy`"), "{e}");
     }
 
     #[test]

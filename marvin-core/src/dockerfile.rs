@@ -144,6 +144,32 @@ pub fn with_labels(text: &str, labels: &BTreeMap<String, String>) -> Option<Stri
     Some(out)
 }
 
+/// `RUN --mount=type=secret` and `type=ssh` mounts: `(1-based line, type)`.
+/// They need a BuildKit session serving the secret or agent, which Marvin
+/// does not open; without one BuildKit runs the step without them.
+pub fn session_mounts(text: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    for (line_no, instruction) in instructions(text) {
+        let mut words = instruction.split_whitespace();
+        if !words.next().is_some_and(|k| k.eq_ignore_ascii_case("RUN")) {
+            continue;
+        }
+        for word in words.take_while(|w| w.starts_with("--")) {
+            let Some(spec) = word.strip_prefix("--mount=") else {
+                continue;
+            };
+            let kind = spec
+                .split(',')
+                .find_map(|kv| kv.strip_prefix("type="))
+                .unwrap_or("bind");
+            if kind == "secret" || kind == "ssh" {
+                out.push((line_no + 1, kind.to_string()));
+            }
+        }
+    }
+    out
+}
+
 /// The instructions of a Dockerfile with continuations joined and comments
 /// dropped, each with the index of its first line.
 fn instructions(text: &str) -> Vec<(usize, String)> {
@@ -215,6 +241,16 @@ fn substitute(word: &str, args: &BTreeMap<String, String>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_and_ssh_mounts_are_found_with_their_lines() {
+        let text = "FROM a\nRUN --mount=type=cache,target=/c \\\n    --mount=type=secret,id=npm make\nRUN --mount=type=bind,from=b,target=/b true\nRUN --network=none --mount=id=k,type=ssh git pull\nRUN echo --mount=type=secret\n";
+        assert_eq!(
+            session_mounts(text),
+            vec![(2, "secret".to_string()), (5, "ssh".to_string())]
+        );
+        assert!(session_mounts("FROM a\nRUN --mount=type=tmpfs,target=/t true\n").is_empty());
+    }
 
     fn images(text: &str) -> Vec<String> {
         from_images(text, &BTreeMap::new())

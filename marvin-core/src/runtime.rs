@@ -1420,6 +1420,17 @@ impl Runtime {
             .map(|(image, svc)| (image.clone(), plan.build_specs[svc].tag.clone()))
             .collect();
         let original = String::from_utf8_lossy(&text).into_owned();
+        let builder = self.inner.marvin.project.settings.builder;
+        if builder == crate::engine::Builder::BuildKit
+            && let Some((line, kind)) = dockerfile::session_mounts(&original).first()
+        {
+            return Err(BuildError::NotRun(format!(
+                "{}:{line}: `RUN --mount=type={kind}` is not supported: it needs a BuildKit \
+                 session, which Marvin's builds run without. Remove the mount and read the \
+                 value at run time from the service's environment instead",
+                spec.dockerfile
+            )));
+        }
         let rewritten = dockerfile::rewrite_from(&original, &build.args, &replace);
         let commits: Vec<String> = resolved
             .commits
@@ -1462,6 +1473,7 @@ impl Runtime {
             target: build.target.clone(),
             platform: build.platform.clone(),
             labels,
+            builder,
         };
         let log_ctx = Arc::clone(ctx);
         let log = move |line: &str| log_ctx.log(&stream, line);

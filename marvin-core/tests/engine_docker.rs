@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use marvin_core::engine::{
-    BuildRequest, ContainerSpec, ContainerState, DockerEngine, Engine, EngineError, Health,
-    LABEL_BUILD_KEY, LABEL_PROJECT, LABEL_SERVICE, ensure_busybox_image,
+    BuildRequest, Builder, ContainerSpec, ContainerState, DockerEngine, Engine, EngineError,
+    Health, LABEL_BUILD_KEY, LABEL_PROJECT, LABEL_SERVICE, ensure_busybox_image,
 };
 
 /// One test's corner of the engine: a unique project label and its cleanup.
@@ -63,9 +63,22 @@ impl Scope {
         tag
     }
 
-    /// Build `dockerfile` with extra context files; returns the tag.
+    /// Build `dockerfile` with extra context files (BuildKit); returns the tag.
     async fn build(
         &self,
+        tag_suffix: &str,
+        dockerfile: &str,
+        files: &[(&str, &str)],
+        build_key: &str,
+    ) -> Result<(String, Vec<String>), (EngineError, Vec<String>)> {
+        self.build_with(Builder::BuildKit, tag_suffix, dockerfile, files, build_key)
+            .await
+    }
+
+    /// Build `dockerfile` with this builder; returns the tag.
+    async fn build_with(
+        &self,
+        builder: Builder,
         tag_suffix: &str,
         dockerfile: &str,
         files: &[(&str, &str)],
@@ -81,6 +94,7 @@ impl Scope {
             target: None,
             platform: None,
             labels: self.labels_with(LABEL_BUILD_KEY, build_key),
+            builder,
         };
         let result = self
             .engine
@@ -237,12 +251,73 @@ async fn build_streams_its_log_and_the_build_key_label_reads_back() {
 }
 
 #[tokio::test]
-async fn failed_build_reports_its_last_log_lines() {
+async fn failed_buildkit_build_reports_the_step_and_its_output() {
     let scope = Scope::new();
     let base = scope.base_image().await;
     let dockerfile = format!("FROM {base}\nRUN echo about to fail && false\n");
     let (error, streamed) = scope
         .build("broken", &dockerfile, &[], "key-broken")
+        .await
+        .expect_err("the build fails");
+
+    let EngineError::BuildFailed { tag, last_lines } = &error else {
+        panic!("expected BuildFailed, got {error:?}");
+    };
+    assert!(tag.starts_with(&scope.project), "tag: {tag}");
+    assert_eq!(
+        last_lines[..2],
+        [
+            "step [2/2] RUN echo about to fail && false failed; its last output:".to_string(),
+            "  about to fail".to_string()
+        ],
+        "{last_lines:#?}"
+    );
+    assert!(
+        last_lines
+            .last()
+            .is_some_and(|l| l.contains("exit code: 1")),
+        "the engine's reason comes last: {last_lines:#?}"
+    );
+    assert!(streamed.iter().any(|l| l.ends_with("| about to fail")));
+    assert!(
+        !streamed
+            .iter()
+            .any(|l| l.contains("moby.buildkit") || l.contains("sha256:")),
+        "no trace noise: {streamed:#?}"
+    );
+}
+
+#[tokio::test]
+async fn what_the_builtin_frontend_cannot_do_fails_with_the_engines_words() {
+    let scope = Scope::new();
+    let base = scope.base_image().await;
+    // `COPY --link` needs a newer frontend (`# syntax=`), which cannot be pulled here.
+    let dockerfile = format!("FROM {base}\nCOPY --link hello.txt /hello.txt\n");
+    let (error, streamed) = scope
+        .build("link", &dockerfile, &[("hello.txt", "hello\n")], "key-link")
+        .await
+        .expect_err("the engine's frontend refuses --link");
+    let EngineError::BuildFailed { last_lines, .. } = &error else {
+        panic!("expected BuildFailed, got {error:?}");
+    };
+    assert_eq!(last_lines.len(), 1, "{last_lines:#?}");
+    assert!(
+        last_lines[0].contains("dockerfile parse error line 2: Unknown flag: link"),
+        "{last_lines:#?}"
+    );
+    assert!(
+        streamed.iter().any(|l| l.contains("Unknown flag: link")),
+        "the job log has it too: {streamed:#?}"
+    );
+}
+
+#[tokio::test]
+async fn failed_legacy_build_reports_its_last_log_lines() {
+    let scope = Scope::new();
+    let base = scope.base_image().await;
+    let dockerfile = format!("FROM {base}\nRUN echo about to fail && false\n");
+    let (error, streamed) = scope
+        .build_with(Builder::Legacy, "broken", &dockerfile, &[], "key-broken")
         .await
         .expect_err("the build fails");
 

@@ -392,6 +392,25 @@ impl Reader<'_> {
         match value {
             Value::Object(b) => {
                 let get = |key: &str| b.get(key).filter(|v| !v.is_null());
+                // These need a BuildKit session (the client serving files or
+                // secrets to the build), which Marvin does not open.
+                for (key, what) in [
+                    ("secrets", "build secrets (`RUN --mount=type=secret`)"),
+                    ("ssh", "SSH agent forwarding (`RUN --mount=type=ssh`)"),
+                    ("additional_contexts", "named build contexts"),
+                ] {
+                    if get(key).is_some() {
+                        return Err(self.error(
+                            &path.key(key),
+                            &format!(
+                                "{what} are not supported: Marvin's BuildKit builds run \
+                                 without a client session. Remove `{key}` from the build \
+                                 section and make the Dockerfile build without it (read a \
+                                 secret at run time from the service's environment instead)"
+                            ),
+                        ));
+                    }
+                }
                 if let Some(v) = get("context") {
                     build.context = self.string(v, &path.key("context"))?;
                 }

@@ -510,6 +510,26 @@ fn build_object_form_reads_every_field() {
 }
 
 #[test]
+fn build_secrets_ssh_and_additional_contexts_are_refused_not_dropped() {
+    let e = err(
+        "services:\n  api:\n    build:\n      context: .\n      secrets: [npmrc]\nsecrets:\n  npmrc:\n    file: ./npmrc\n",
+    );
+    assert!(
+        e.contains("docker-compose.yml")
+            && e.contains("services.api.build.secrets")
+            && e.contains("build secrets")
+            && e.contains("Remove `secrets`"),
+        "{e}"
+    );
+    let e = err("services:\n  api:\n    build:\n      context: .\n      ssh: [default]\n");
+    assert!(e.contains("services.api.build.ssh"), "{e}");
+    let e = err(
+        "services:\n  api:\n    build:\n      context: .\n      additional_contexts:\n        lib: ../lib\n",
+    );
+    assert!(e.contains("services.api.build.additional_contexts"), "{e}");
+}
+
+#[test]
 fn build_args_map_stringifies_and_valueless_args_come_from_the_variables() {
     let file = ok_with(
         "services:\n  web:\n    platform: linux/amd64\n    build:\n      args:\n        N: 3\n        F: 1.5\n        B: true\n        FROM_VARS:\n        MISSING:\n",

@@ -25,8 +25,8 @@ use futures_util::StreamExt;
 use tokio::sync::OnceCell;
 
 use super::{
-    BuildRequest, ContainerSpec, ContainerState, Engine, EngineError, HealthState, LABEL_BUILD_KEY,
-    LABEL_PROJECT, LABEL_SERVICE, Mount, ObservedContainer,
+    BuildRequest, Builder, ContainerSpec, ContainerState, Engine, EngineError, HealthState,
+    LABEL_BUILD_KEY, LABEL_PROJECT, LABEL_SERVICE, Mount, ObservedContainer,
 };
 
 /// How many log lines an error carries.
@@ -144,7 +144,7 @@ impl DockerEngine {
     }
 
     /// The id of an image by tag.
-    async fn image_id(&self, reference: &str) -> Result<String, EngineError> {
+    pub(super) async fn image_id(&self, reference: &str) -> Result<String, EngineError> {
         let docker = self.api().await?;
         let doing = format!("inspecting image {reference}");
         let image = docker
@@ -294,6 +294,9 @@ impl Engine for DockerEngine {
         req: BuildRequest,
         log: &(dyn for<'line> Fn(&'line str) + Send + Sync),
     ) -> Result<String, EngineError> {
+        if req.builder == Builder::BuildKit {
+            return self.build_with_buildkit(req, log).await;
+        }
         let docker = self.api().await?;
         let build_args: HashMap<&str, &str> = req
             .build_args

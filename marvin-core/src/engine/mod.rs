@@ -10,6 +10,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 mod base_image;
+pub mod buildkit;
+mod buildkit_api;
 pub mod docker;
 pub mod swarm;
 
@@ -251,6 +253,29 @@ pub struct BuildRequest {
     pub platform: Option<String>,
     /// Labels for the image.
     pub labels: BTreeMap<String, String>,
+    /// Which of the engine's builders runs it.
+    pub builder: Builder,
+}
+
+/// The engine's image builder (`settings.builder` in marvin.yml).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Builder {
+    /// BuildKit, through the build API's builder version 2 (the default).
+    #[default]
+    BuildKit,
+    /// The legacy builder (builder version 1), for engines without BuildKit.
+    Legacy,
+}
+
+impl Builder {
+    /// The name marvin.yml uses.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Builder::BuildKit => "buildkit",
+            Builder::Legacy => "legacy",
+        }
+    }
 }
 
 /// The state of a container as the engine reports it.
