@@ -470,9 +470,15 @@ pub fn desired_containers(
         .iter()
         .map(|c| (c.repo.clone(), c.id.clone()))
         .collect();
-    let files = mounted_files(project, resolved)?;
+    // Every problem at once: those of the files from git and those of the
+    // containers are reported together.
+    let (files, file_problems) = match mounted_files(project, resolved) {
+        Ok(files) => (files, None),
+        Err(ResolveError::Desired(errors)) => (BTreeMap::new(), Some(errors)),
+        Err(other) => return Err(other),
+    };
     let files_root = resolved.files_root.to_string_lossy();
-    Ok(desired::desired_containers(&DesiredInput {
+    let containers = desired::desired_containers(&DesiredInput {
         project: &project.name,
         env: &resolved.env,
         compose_path: &project.compose,
@@ -482,7 +488,19 @@ pub fn desired_containers(
         commits: &commits,
         files: &files,
         files_root: &files_root,
-    })?)
+    });
+    match (containers, file_problems) {
+        (Ok(containers), None) => Ok(containers),
+        (Ok(_), Some(files)) => Err(files.into()),
+        (Err(more), files) => {
+            let mut all = files.unwrap_or_else(|| desired::DesiredErrors {
+                file: more.file.clone(),
+                problems: Vec::new(),
+            });
+            all.problems.extend(more.problems);
+            Err(all.into())
+        }
+    }
 }
 
 /// Files from git, secrets and configs of every service, with content ids

@@ -25,11 +25,14 @@ async fn stages_cache_tmpfs_and_stage_bind_mounts_build_deploy_and_serve() {
     let base = base_image();
     // Two independent stages; the served one binds both. The stage after the
     // target would fail if it were built. The build arg reaches the RUN.
+    // Each step names the test's project: BuildKit's cache is the engine's,
+    // and a step some earlier run on this engine built would read `CACHED`.
+    let id = &fx.project;
     let dockerfile = format!(
         "FROM {base} AS left\n\
-         RUN --mount=type=cache,target=/cache echo left-made > /cache/l && cp /cache/l /left.txt\n\
+         RUN --mount=type=cache,target=/cache echo left-made > /cache/l && cp /cache/l /left.txt && echo {id}\n\
          FROM {base} AS right\n\
-         RUN --mount=type=tmpfs,target=/scratch echo right-made > /scratch/r && cp /scratch/r /right.txt\n\
+         RUN --mount=type=tmpfs,target=/scratch echo right-made > /scratch/r && cp /scratch/r /right.txt && echo {id}\n\
          FROM {base} AS served\n\
          ARG GREETING\n\
          COPY . /www\n\
@@ -125,9 +128,12 @@ async fn a_failing_run_step_reports_the_service_the_step_and_its_output() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_where_only_a_late_layer_changed_shows_cached_steps() {
     let fx = Fixture::new("bk-cached", Options::default()).await;
+    // The step names the test's project, so no earlier run on this engine
+    // left it in BuildKit's cache: the first build must run it.
     let dockerfile = format!(
-        "FROM {}\nRUN echo installing dependencies > /deps.txt\nCOPY . /www\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n",
-        base_image()
+        "FROM {}\nRUN echo installing dependencies for {} > /deps.txt\nCOPY . /www\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n",
+        base_image(),
+        fx.project
     );
     fx.commit(
         "backend",
@@ -165,8 +171,10 @@ async fn a_rebuild_where_only_a_late_layer_changed_shows_cached_steps() {
     );
     let api = stream_lines(&log_text(&rt, second.job), "build:api");
     assert!(
-        api.iter()
-            .any(|l| l.ends_with("[2/3] RUN echo installing dependencies > /deps.txt: CACHED")),
+        api.iter().any(|l| l.ends_with(&format!(
+            "[2/3] RUN echo installing dependencies for {} > /deps.txt: CACHED",
+            fx.project
+        ))),
         "the unchanged step is CACHED:\n{}",
         api.join("\n")
     );

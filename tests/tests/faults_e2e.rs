@@ -339,8 +339,20 @@ fn has_event(store: &Store, job: i64, kind: &str, step: Option<&str>) -> bool {
 
 /// api's Dockerfile with a build step that takes `seconds`.
 fn slow_api_dockerfile(seconds: u32) -> String {
+    // A step no build on this engine ran before: BuildKit's cache is the
+    // engine's, and a cached `RUN sleep` would take no time at all.
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let unique = format!(
+        "{}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    );
     format!(
-        "FROM {}\nRUN sleep {seconds}\nCOPY . /www\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n",
+        "FROM {}\nRUN sleep {seconds} && echo {unique}\nCOPY . /www\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n",
         common_e2e::base_image()
     )
 }

@@ -155,8 +155,10 @@ async fn a_process_killed_while_it_builds_hands_the_key_to_the_next() {
     succeeded(&first);
     // A slow build of api, so the first process can be killed in the middle.
     let dockerfile = format!(
-        "FROM {}\nRUN sleep 15 && echo slow > /slow\nCOPY . /www\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n",
-        common_e2e::base_image()
+        "FROM {}\nRUN sleep 15 && echo {} > /slow\nCOPY . /www\nCMD [\"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/www\"]\n",
+        common_e2e::base_image(),
+        // Never in BuildKit's cache (the engine's): the step must take its time.
+        fx.project
     );
     fx.commit(
         "backend",
@@ -244,21 +246,24 @@ async fn the_build_concurrency_limit_holds_across_processes() {
         },
     )
     .await;
-    // Builds that take a while, so two at once would overlap by seconds.
-    let slow = |cmd: &str| {
+    // Builds that take a while, so two at once would overlap by seconds;
+    // each step is its own (BuildKit would run a step shared by two
+    // Dockerfiles once, and a step an earlier run made not at all).
+    let slow = |service: &str, cmd: &str| {
         format!(
-            "FROM {}\nRUN sleep 2\nCOPY . /www\nCMD {cmd}\n",
-            common_e2e::base_image()
+            "FROM {}\nRUN sleep 2 && echo {}-{service}\nCOPY . /www\nCMD {cmd}\n",
+            common_e2e::base_image(),
+            fx.project
         )
     };
-    let httpd = slow(r#"["httpd", "-f", "-p", "8080", "-h", "/www"]"#);
+    let httpd = r#"["httpd", "-f", "-p", "8080", "-h", "/www"]"#;
     fx.commit(
         "backend",
         &[
-            ("api/Dockerfile", Some(&httpd)),
+            ("api/Dockerfile", Some(&slow("api", httpd))),
             (
                 "worker/Dockerfile",
-                Some(&slow(r#"["sh", "/www/work.sh"]"#)),
+                Some(&slow("worker", r#"["sh", "/www/work.sh"]"#)),
             ),
         ],
         "slow builds",
@@ -266,8 +271,8 @@ async fn the_build_concurrency_limit_holds_across_processes() {
     fx.commit(
         "frontend",
         &[
-            ("web/Dockerfile", Some(&httpd)),
-            ("docs/Dockerfile", Some(&httpd)),
+            ("web/Dockerfile", Some(&slow("web", httpd))),
+            ("docs/Dockerfile", Some(&slow("docs", httpd))),
         ],
         "slow builds",
     );
