@@ -315,6 +315,19 @@ impl Browser {
             .unwrap_or_default()
     }
 
+    /// Wait (at most 20 s) until an element matching `css` is on the page,
+    /// e.g. after a click that submits a form and loads the next page.
+    async fn wait_for(&self, css: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.find_all(css).await.is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "no element {css} on the page after 20 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     async fn find(&self, css: &str) -> String {
         let found = self.find_all(css).await;
         found
@@ -428,8 +441,11 @@ async fn a_person_signs_in_presses_dev_and_sees_it_run_and_succeed_in_chromium()
 
     // Sign in with dan's token.
     browser.click("#signin").await;
+    browser.wait_for("#token").await;
     browser.type_into("#token", "tok-dan-0123456789").await;
     browser.click("#signin-button").await;
+    // The click submits the form; the signed-in page loads after it.
+    browser.wait_for("#who").await;
     assert_eq!(browser.text("#who").await, "web:dan");
 
     // Press dev's button; watch the card change live (server-sent events).
@@ -477,6 +493,7 @@ async fn a_person_signs_in_presses_dev_and_sees_it_run_and_succeed_in_chromium()
 
     // The job page shows the full log.
     browser.click("#env-dev .last a").await;
+    browser.wait_for("#job-state").await;
     assert_eq!(browser.text("#job-state").await, "succeeded");
     assert!(browser.text("#log").await.contains("== deploy"));
     browser.quit().await;
