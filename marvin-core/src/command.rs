@@ -505,7 +505,7 @@ impl Verb {
                 force,
             } => {
                 if let Some(d) = duration {
-                    w.push(crate::duration::format(*d));
+                    w.push(crate::duration::format_exact(*d));
                 }
                 if !reason.is_empty() {
                     w.push(reason.clone());

@@ -68,6 +68,26 @@ pub fn format(d: Duration) -> String {
     out
 }
 
+/// Write a duration exactly, in units [`parse`] reads back to the same
+/// value: `5h14m48s`, `1d2h`, `1s500ms`, `0s`. For text that is parsed
+/// again (a command's canonical text); [`format`] rounds for people.
+pub fn format_exact(d: Duration) -> String {
+    let ms = d.as_millis();
+    let parts = [
+        (ms / 86_400_000, "d"),
+        (ms / 3_600_000 % 24, "h"),
+        (ms / 60_000 % 60, "m"),
+        (ms / 1_000 % 60, "s"),
+        (ms % 1_000, "ms"),
+    ];
+    let out: String = parts
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, unit)| format!("{n}{unit}"))
+        .collect();
+    if out.is_empty() { "0s".into() } else { out }
+}
+
 fn bad(text: &str) -> String {
     format!("`{text}` is not a duration; write e.g. `30s`, `15m`, `2h`, `1h30m` or `1d`")
 }
@@ -75,6 +95,20 @@ fn bad(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_exact_form_reads_back_to_the_same_duration() {
+        // 18888 s once became `5h14m` in a lock command's text (found by
+        // the command fuzz target; its input is kept in fuzz/regressions).
+        for secs in [0, 1, 59, 60, 18_888, 86_400, 90_061, 1_000_000] {
+            let d = Duration::from_secs(secs);
+            assert_eq!(parse(&format_exact(d)), Ok(d), "{secs}s");
+        }
+        let d = Duration::from_millis(1_500);
+        assert_eq!(format_exact(d), "1s500ms");
+        assert_eq!(parse(&format_exact(d)), Ok(d));
+        assert_eq!(format_exact(Duration::from_secs(18_888)), "5h14m48s");
+    }
 
     #[test]
     fn reads_units_and_combinations() {
