@@ -1306,20 +1306,8 @@ impl Runtime {
                         );
                         told = Some(holder.job);
                     }
-                    tokio::select! {
-                        () = ctx.cancel.cancelled() => {
-                            return Err(BuildError::NotRun("cancelled".into()));
-                        }
-                        () = tokio::time::sleep(LEASE_POLL) => {}
-                    }
-                    if !forced
-                        && self
-                            .inner
-                            .engine
-                            .image_exists(&spec.tag)
-                            .await
-                            .unwrap_or(false)
-                    {
+                    pause_unless_cancelled(ctx, LEASE_POLL).await?;
+                    if !forced && self.image_present(spec).await {
                         return Ok(None);
                     }
                 }
@@ -1352,11 +1340,18 @@ impl Runtime {
                     Err(std::fs::TryLockError::Error(e)) => return Err(fail(&path, e)),
                 }
             }
-            tokio::select! {
-                () = ctx.cancel.cancelled() => return Err(BuildError::NotRun("cancelled".into())),
-                () = tokio::time::sleep(HOST_SLOT_POLL) => {}
-            }
+            pause_unless_cancelled(ctx, HOST_SLOT_POLL).await?;
         }
+    }
+
+    /// Whether `spec`'s image is in the engine already (a build elsewhere
+    /// made it); an engine that does not answer counts as no.
+    async fn image_present(&self, spec: &ServiceBuild) -> bool {
+        self.inner
+            .engine
+            .image_exists(&spec.tag)
+            .await
+            .unwrap_or(false)
     }
 
     async fn build_image(
@@ -1381,14 +1376,7 @@ impl Runtime {
         let _host_slot = self.host_build_slot(ctx).await?;
         // A job that planned this build may arrive after another job's build
         // of the same key finished and left the single-flight map.
-        if !forced
-            && self
-                .inner
-                .engine
-                .image_exists(&spec.tag)
-                .await
-                .unwrap_or(false)
-        {
+        if !forced && self.image_present(spec).await {
             return Ok(None);
         }
         let started = Instant::now();
@@ -2280,6 +2268,14 @@ impl Drop for RemoveOnDrop {
                 let _ = engine.remove_container(&name).await;
             });
         }
+    }
+}
+
+/// Wait `pause` before looking again, unless the job is cancelled meanwhile.
+async fn pause_unless_cancelled(ctx: &JobCtx, pause: Duration) -> Result<(), BuildError> {
+    tokio::select! {
+        () = ctx.cancel.cancelled() => Err(BuildError::NotRun("cancelled".into())),
+        () = tokio::time::sleep(pause) => Ok(()),
     }
 }
 

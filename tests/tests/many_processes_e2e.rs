@@ -66,6 +66,23 @@ fn names(value: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
+/// `marvin build ENV --json` for each of `envs`, all started at once on `data`.
+fn build_at_once(fx: &Fixture, data: &Path, envs: &[&str]) -> Vec<Output> {
+    std::thread::scope(|scope| {
+        let running: Vec<_> = envs
+            .iter()
+            .map(|env| {
+                let mut command = marvin(fx, data, &["build", env, "--json"]);
+                scope.spawn(move || command.output().expect("run marvin"))
+            })
+            .collect();
+        running
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
+    })
+}
+
 /// Marvin's images of the fixture's project that have no tag.
 fn untagged_images(fx: &Fixture) -> Vec<String> {
     let out = Command::new("docker")
@@ -103,19 +120,7 @@ async fn concurrent_processes_build_each_key_once_from_an_empty_data_directory()
     let envs = ["dev", "staging", "qa", "demo"];
     let data = fx.root.join("fresh-data");
     // Started together, on a data directory without mirrors or database.
-    let outputs: Vec<Output> = std::thread::scope(|scope| {
-        let running: Vec<_> = envs
-            .iter()
-            .map(|env| {
-                let mut command = marvin(&fx, &data, &["build", env, "--json"]);
-                scope.spawn(move || command.output().expect("run marvin"))
-            })
-            .collect();
-        running
-            .into_iter()
-            .map(|h| h.join().expect("thread"))
-            .collect()
-    });
+    let outputs = build_at_once(&fx, &data, &envs);
     let mut built = Vec::new();
     for (env, out) in envs.iter().zip(&outputs) {
         let summary = succeeded(out);
@@ -297,19 +302,7 @@ async fn the_build_concurrency_limit_holds_across_processes() {
         common_e2e::git(&work, &["checkout", "-q", "main"]);
     }
     let data = fx.data.clone();
-    let outputs: Vec<Output> = std::thread::scope(|scope| {
-        let running: Vec<_> = ["dev", "other"]
-            .iter()
-            .map(|env| {
-                let mut command = marvin(&fx, &data, &["build", env, "--json"]);
-                scope.spawn(move || command.output().expect("run marvin"))
-            })
-            .collect();
-        running
-            .into_iter()
-            .map(|h| h.join().expect("thread"))
-            .collect()
-    });
+    let outputs = build_at_once(&fx, &data, &["dev", "other"]);
     let store = Store::open_in(&data).expect("open the store");
     // Every build, as (start, end) by the times its job recorded.
     let mut builds: Vec<(i64, i64, String)> = Vec::new();
